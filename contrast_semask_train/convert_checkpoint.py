@@ -1,0 +1,123 @@
+"""Convert a published SeMask-FPN (mmseg) or ImageNet Swin checkpoint into a self-describing
+contrast_semask checkpoint, printing what was loaded, re-initialised and ignored.
+
+Example (the seed's starting point for YCOR, 8 classes, contrastive head):
+    contrast_semask_convert semfpn_semask_small_ade20k.pth -o runs/init/ycor_small.pt \
+        --variant small --num-classes 8 --head contrastive --seed-classes ycor
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from contrast_semask_train.model import (
+    ADE20K_SEMANTIC_ATTENTION,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SEED_YCOR_MEAN,
+    SEED_YCOR_STD,
+    VARIANTS,
+    CheckpointError,
+    build_model,
+    load_semask_checkpoint,
+    load_swin_imagenet_checkpoint,
+    save_checkpoint,
+    seed_semantic_attention,
+)
+from contrast_semask_train.model.checkpoint import YCOR_ADE20K_SEEDS, read_checkpoint
+
+_logger = logging.getLogger('contrast_semask_convert')
+
+NORMALISATIONS = {'imagenet': (IMAGENET_MEAN, IMAGENET_STD),
+                  'seed-ycor': (SEED_YCOR_MEAN, SEED_YCOR_STD)}
+
+
+def _semantic_attention(text: str, embed_dim: int, num_classes: int) -> tuple[str, ...]:
+    if text == 'window':
+        return ('window',) * 4
+    if text == 'ade20k':
+        return ADE20K_SEMANTIC_ATTENTION
+    if text == 'seed':
+        return seed_semantic_attention(embed_dim, num_classes)
+    modes = tuple(m.strip() for m in text.split(','))
+    if len(modes) != 4 or set(modes) - {'window', 'global'}:
+        raise argparse.ArgumentTypeError(
+            f"--semantic-attention expects 'window', 'ade20k', 'seed' or four comma-separated "
+            f"'window'/'global' entries, got {text!r}")
+    return modes
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open('rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='contrast_semask_convert', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('checkpoint', type=Path, help='mmseg SeMask-FPN or ImageNet Swin .pth')
+    parser.add_argument('-o', '--output', type=Path, required=True,
+                        help='where to write the contrast_semask checkpoint (.pt)')
+    parser.add_argument('--source', choices=('semask', 'swin-imagenet'), default='semask',
+                        help='checkpoint kind (default: semask)')
+    parser.add_argument('--variant', choices=sorted(VARIANTS), default='small')
+    parser.add_argument('--num-classes', type=int, default=8, help='classes of the new model')
+    parser.add_argument('--head', choices=('contrastive', 'vanilla'), default='contrastive')
+    parser.add_argument('--class-names', default='',
+                        help='comma-separated class names of the new model (optional)')
+    parser.add_argument('--semantic-attention', default='window',
+                        help="per-stage semantic attention: 'window' (default; what the seed "
+                             "uses on YCOR), 'ade20k' (global in stages 2-3, reproduces ADE20K "
+                             "SeMask-T/S), 'seed' (the seed's hidden rule) or four entries")
+    parser.add_argument('--seed-classes', choices=('none', 'ycor'), default='none',
+                        help="seed new class rows from ADE20K rows ('ycor': the 8 YCOR classes "
+                             "from tree/grass/path+road/rock/sky/dirt track+earth/water/plant)")
+    parser.add_argument('--normalization', choices=sorted(NORMALISATIONS), default='imagenet',
+                        help="input mean/std stored with the model ('seed-ycor' reproduces the "
+                             "seed's per-image-mean std, seed_spec pitfall 3)")
+    parser.add_argument('--trust-pickle', action='store_true',
+                        help='allow full unpickling (mmcv meta objects); trusted files only')
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    args = build_parser().parse_args(argv)
+    variant = VARIANTS[args.variant]
+    names = tuple(n.strip() for n in args.class_names.split(',') if n.strip())
+    mean, std = NORMALISATIONS[args.normalization]
+    try:
+        attention = _semantic_attention(args.semantic_attention, variant['embed_dim'],
+                                        args.num_classes)
+        model = build_model(args.variant, args.num_classes, args.head, class_names=names,
+                            semantic_attention=attention, mean=mean, std=std)
+        raw = read_checkpoint(args.checkpoint, args.trust_pickle)
+        if args.source == 'semask':
+            seeds = YCOR_ADE20K_SEEDS if args.seed_classes == 'ycor' else None
+            if seeds and args.num_classes != len(seeds):
+                raise CheckpointError(f'--seed-classes ycor needs --num-classes {len(seeds)}, '
+                                      f'got {args.num_classes}')
+            report = load_semask_checkpoint(model, raw, class_seeds=seeds)
+        else:
+            report = load_swin_imagenet_checkpoint(model, raw)
+    except (CheckpointError, ValueError, argparse.ArgumentTypeError) as err:
+        _logger.error('%s', err)
+        return 2
+    conversion = {'source': str(args.checkpoint), 'source_kind': args.source,
+                  'source_sha256': _sha256(args.checkpoint), **report._asdict()}
+    save_checkpoint(args.output, model, step=0, extra={'conversion': conversion})
+    _logger.info('%s', report.summary())
+    _logger.info('wrote %s', args.output)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
