@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from semask_keys import semask_key_shapes, synthetic_semask_state
 
 from contrast_semask_train.model import (
     CheckpointError,
@@ -18,7 +19,6 @@ from contrast_semask_train.model import (
     load_swin_imagenet_checkpoint,
     save_checkpoint,
 )
-from semask_keys import semask_key_shapes, synthetic_semask_state
 
 MICRO = dict(embed=16, depths=(2, 2, 2, 2), heads=(1, 2, 2, 4), window=7, fpn=32,
              embedding_dim=16)

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from .config import ModelConfig
 from .segmentor import ContrastSemask
-from .swin import relative_position_index
 
 _logger = logging.getLogger(__name__)
 

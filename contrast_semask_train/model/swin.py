@@ -1,12 +1,14 @@
 """Swin Transformer backbone with SeMask semantic layers, in SeMask/mmseg semantics.
 
 Ported from the description in Liu et al., "Swin Transformer" (arXiv 2103.14030,
-github.com/microsoft/Swin-Transformer, MIT) and the SeMask backbone (github.com/Picsart-AI-Research/
-SeMask-Segmentation, MIT). Semantics that differ from timm and matter for pretrained weights
-(seed_spec 1.2): pad to a window multiple *then* roll; the shift mask is built on the padded grid;
-every odd block shifts, even when the grid is smaller than the window (no window shrinking);
-PatchMerging concatenates (even,even), (odd,even), (even,odd), (odd,odd). Attention is an explicit
-matmul-softmax (SDPA breaks the dynamo ONNX exporter). Internals are NLC/NHWC; stage outputs NCHW.
+github.com/microsoft/Swin-Transformer, MIT) and the SeMask backbone
+(github.com/Picsart-AI-Research/SeMask-Segmentation, MIT). Semantics that differ from timm and
+matter for pretrained weights (seed_spec 1.2):
+- pad to a window multiple *then* roll; the shift mask is built on the padded grid;
+- every odd block shifts, even when the grid is smaller than the window (no window shrinking);
+- PatchMerging concatenates (even,even), (odd,even), (even,odd), (odd,odd).
+Attention is an explicit matmul-softmax (SDPA breaks the dynamo ONNX exporter).
+Internals are NLC/NHWC; stage outputs are NCHW.
 """
 
 from __future__ import annotations
