@@ -1,0 +1,39 @@
+# Development entry points. `make test` is all a newcomer needs; CI runs it via .ci/run.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+# Explicit, not a wildcard: other distros' files (e.g. a Kilted one) must not be mixed in.
+REQUIREMENTS := requirements/dev.txt requirements/ros-jazzy.txt
+PYTEST_ARGS ?=
+
+# pip on this kind of machine prints many harmless "WARNING: Location '...' is ignored: it is
+# neither a file nor a directory." lines. Drop exactly those. The braces keep grep's status 1
+# (everything filtered) from failing the recipe, while pipefail still fails it when pip fails.
+PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
+
+.PHONY: help setup lint test clean
+
+help: ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+setup: $(STAMP) ## create .venv, install requirements/{dev,ros-jazzy}.txt and this package (editable)
+
+$(STAMP): $(REQUIREMENTS) setup.py setup.cfg
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install $(addprefix -r ,$(REQUIREMENTS)) 2>&1 | $(PIP_FILTER)
+	$(PY) -m pip install --no-deps -e . 2>&1 | $(PIP_FILTER)
+	touch $@
+
+lint: setup ## ruff over the repository
+	$(VENV)/bin/ruff check .
+
+test: setup lint ## lint, then the whole test suite (PYTEST_ARGS='-m static' to select)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean: ## remove .venv, build outputs and caches
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
