@@ -28,7 +28,8 @@ setup(
     # or the PyTorch backend. See package.xml for the rosdep keys and README.md for the rest.
     install_requires=['setuptools', 'numpy'],
     extras_require={
-        'train': ['torch>=2.4', 'pyyaml', 'tqdm', 'matplotlib', 'tensorboard'],
+        'train': ['torch>=2.4', 'pyyaml', 'tqdm', 'matplotlib', 'tensorboard',
+                  'opencv-python-headless', 'pillow', 'scikit-image'],
         'export': ['onnx', 'onnxscript', 'onnxruntime'],
         'dev': ['pytest', 'ruff', 'catkin-pkg'],
     },
@@ -43,7 +44,10 @@ setup(
     tests_require=['pytest'],
     entry_points={
         'console_scripts': [
-            'contrast_semask_convert = contrast_semask_train.convert_checkpoint:main',
+            'contrast-semask-convert = contrast_semask_train.convert_checkpoint:main',
+            'contrast-semask-data = contrast_semask_train.data.cli:main',
+            'contrast-semask-train = contrast_semask_train.train:main',
+            'contrast-semask-eval = contrast_semask_train.evaluate:main',
         ],
     },
 )

@@ -2,7 +2,7 @@
 contrast_semask checkpoint, printing what was loaded, re-initialised and ignored.
 
 Example (the seed's starting point for YCOR, 8 classes, contrastive head):
-    contrast_semask_convert semfpn_semask_small_ade20k.pth -o runs/init/ycor_small.pt \
+    contrast-semask-convert semfpn_semask_small_ade20k.pth -o runs/init/ycor_small.pt \
         --variant small --num-classes 8 --head contrastive --seed-classes ycor
 """
 
@@ -16,41 +16,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from contrast_semask_train.model import (
-    ADE20K_SEMANTIC_ATTENTION,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SEED_YCOR_MEAN,
-    SEED_YCOR_STD,
+    NORMALIZATIONS,
     VARIANTS,
     CheckpointError,
     build_model,
     load_semask_checkpoint,
     load_swin_imagenet_checkpoint,
+    parse_semantic_attention,
     save_checkpoint,
-    seed_semantic_attention,
 )
 from contrast_semask_train.model.checkpoint import YCOR_ADE20K_SEEDS, read_checkpoint
 
-_logger = logging.getLogger('contrast_semask_convert')
-
-NORMALISATIONS = {'imagenet': (IMAGENET_MEAN, IMAGENET_STD),
-                  'seed-ycor': (SEED_YCOR_MEAN, SEED_YCOR_STD)}
-
-
-def _semantic_attention(text: str, embed_dim: int, num_classes: int) -> tuple[str, ...]:
-    if text == 'window':
-        return ('window',) * 4
-    if text == 'ade20k':
-        return ADE20K_SEMANTIC_ATTENTION
-    if text == 'seed':
-        return seed_semantic_attention(embed_dim, num_classes)
-    modes = tuple(m.strip() for m in text.split(','))
-    if len(modes) != 4 or set(modes) - {'window', 'global'}:
-        raise argparse.ArgumentTypeError(
-            f"--semantic-attention expects 'window', 'ade20k', 'seed' or four comma-separated "
-            f"'window'/'global' entries, got {text!r}")
-    return modes
-
+_logger = logging.getLogger('contrast-semask-convert')
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -61,7 +38,7 @@ def _sha256(path: Path) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='contrast_semask_convert', description=__doc__,
+    parser = argparse.ArgumentParser(prog='contrast-semask-convert', description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('checkpoint', type=Path, help='mmseg SeMask-FPN or ImageNet Swin .pth')
     parser.add_argument('-o', '--output', type=Path, required=True,
@@ -80,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--seed-classes', choices=('none', 'ycor'), default='none',
                         help="seed new class rows from ADE20K rows ('ycor': the 8 YCOR classes "
                              "from tree/grass/path+road/rock/sky/dirt track+earth/water/plant)")
-    parser.add_argument('--normalization', choices=sorted(NORMALISATIONS), default='imagenet',
+    parser.add_argument('--normalization', choices=sorted(NORMALIZATIONS), default='imagenet',
                         help="input mean/std stored with the model ('seed-ycor' reproduces the "
                              "seed's per-image-mean std, seed_spec pitfall 3)")
     parser.add_argument('--trust-pickle', action='store_true',
@@ -93,10 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     variant = VARIANTS[args.variant]
     names = tuple(n.strip() for n in args.class_names.split(',') if n.strip())
-    mean, std = NORMALISATIONS[args.normalization]
+    mean, std = NORMALIZATIONS[args.normalization]
     try:
-        attention = _semantic_attention(args.semantic_attention, variant['embed_dim'],
-                                        args.num_classes)
+        attention = parse_semantic_attention(args.semantic_attention, variant['embed_dim'],
+                                             args.num_classes)
         model = build_model(args.variant, args.num_classes, args.head, class_names=names,
                             semantic_attention=attention, mean=mean, std=std)
         raw = read_checkpoint(args.checkpoint, args.trust_pickle)
@@ -108,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = load_semask_checkpoint(model, raw, class_seeds=seeds)
         else:
             report = load_swin_imagenet_checkpoint(model, raw)
-    except (CheckpointError, ValueError, argparse.ArgumentTypeError) as err:
+    except (CheckpointError, ValueError) as err:
         _logger.error('%s', err)
         return 2
     conversion = {'source': str(args.checkpoint), 'source_kind': args.source,

@@ -21,7 +21,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = 'contrast_semask_ros'
 TOP_LEVEL_PACKAGES = ('contrast_semask_ros', 'contrast_semask_train')
-CONSOLE_SCRIPTS = {'contrast_semask_convert': 'contrast_semask_train.convert_checkpoint:main'}
+CONSOLE_SCRIPTS = {
+    'contrast-semask-convert': 'contrast_semask_train.convert_checkpoint:main',
+    'contrast-semask-data': 'contrast_semask_train.data.cli:main',
+    'contrast-semask-train': 'contrast_semask_train.train:main',
+    'contrast-semask-eval': 'contrast_semask_train.evaluate:main',
+}
 
 REQUIRED_EXEC_DEPENDS = {
     'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'std_srvs', 'launch', 'launch_ros',

@@ -18,21 +18,24 @@ from .config import (
     ADE20K_SEMANTIC_ATTENTION,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    NORMALIZATIONS,
     SEED_YCOR_MEAN,
     SEED_YCOR_STD,
     VARIANTS,
     ModelConfig,
     make_config,
+    parse_semantic_attention,
     seed_semantic_attention,
 )
 from .layers import l2_normalize
 from .segmentor import ContrastSemask, ModelOutputs, build_model, count_parameters
 
 __all__ = [
-    'ADE20K_SEMANTIC_ATTENTION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'SEED_YCOR_MEAN',
+    'ADE20K_SEMANTIC_ATTENTION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NORMALIZATIONS',
+    'SEED_YCOR_MEAN',
     'SEED_YCOR_STD', 'VARIANTS', 'CheckpointError', 'ContrastSemask', 'LoadReport',
     'ModelConfig', 'ModelOutputs', 'build_model', 'convert_semask_state_dict',
     'convert_swin_imagenet_state_dict', 'count_parameters', 'l2_normalize', 'load_checkpoint',
     'load_semask_checkpoint', 'load_swin_imagenet_checkpoint', 'make_config',
-    'save_checkpoint', 'seed_semantic_attention',
+    'parse_semantic_attention', 'save_checkpoint', 'seed_semantic_attention',
 ]

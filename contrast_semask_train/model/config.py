@@ -138,6 +138,32 @@ def seed_semantic_attention(embed_dim: int, num_classes: int,
     return ('window',) * num_stages
 
 
+def parse_semantic_attention(text: str, embed_dim: int, num_classes: int,
+                             num_stages: int = 4) -> tuple[SemanticAttentionMode, ...]:
+    """'window' (every stage; what the seed uses on YCOR), 'ade20k' (global in stages 2-3,
+    reproduces ADE20K SeMask-T/S), 'seed' (the seed's hidden rule) or one comma-separated
+    'window'/'global' entry per stage."""
+    if text == 'window':
+        return ('window',) * num_stages
+    if text == 'ade20k':
+        return ADE20K_SEMANTIC_ATTENTION
+    if text == 'seed':
+        return seed_semantic_attention(embed_dim, num_classes, num_stages)
+    modes = tuple(m.strip() for m in text.split(','))
+    if len(modes) != num_stages or set(modes) - {'window', 'global'}:
+        raise ValueError(
+            f"semantic attention must be 'window', 'ade20k', 'seed' or {num_stages} "
+            f"comma-separated 'window'/'global' entries, got {text!r}")
+    return modes  # type: ignore[return-value]
+
+
+# Input normalisations selectable by name (RGB, 0-255 scale).
+NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    'imagenet': (IMAGENET_MEAN, IMAGENET_STD),
+    'seed-ycor': (SEED_YCOR_MEAN, SEED_YCOR_STD),
+}
+
+
 def make_config(variant: str, num_classes: int, head: HeadKind = 'contrastive',
                 **overrides: Any) -> ModelConfig:
     """Preset `variant` with `num_classes`, `head` and any ModelConfig field overridden."""
