@@ -46,7 +46,10 @@ def propagate_cost(embedding: np.ndarray, prototypes: np.ndarray, costs: np.ndar
     sim = prototypes.astype(np.float32) @ flat  # K, N
     # At least one prototype is valid, so the max over valid entries is finite.
     confidence = np.where(valid[:, None] > 0, sim, -np.inf).max(axis=0)  # N
-    weights = valid[:, None] * np.exp((sim - confidence) / np.float32(temperature))  # K, N
+    # Invalid entries are masked before exp (exp(-inf) = 0), so no 0 * inf.
+    exponent = np.where(valid[:, None] > 0, (sim - confidence) / np.float32(temperature),
+                        -np.inf)  # K, N
+    weights = np.exp(exponent)  # K, N
     total = weights.sum(axis=0)  # N, >= 1
     cost = (weights * costs.astype(np.float32)[:, None]).sum(axis=0) / total
     return Propagated(cost.reshape(h, w).astype(np.float32),

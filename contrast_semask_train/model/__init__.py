@@ -27,11 +27,13 @@ from .config import (
     parse_semantic_attention,
     seed_semantic_attention,
 )
+from .deploy import INPUT_NAMES, DeployOutputs, DeployWrapper, propagate
 from .layers import l2_normalize
 from .segmentor import ContrastSemask, ModelOutputs, build_model, count_parameters
 
 __all__ = [
-    'ADE20K_SEMANTIC_ATTENTION', 'IMAGENET_MEAN', 'IMAGENET_STD', 'NORMALIZATIONS',
+    'ADE20K_SEMANTIC_ATTENTION', 'INPUT_NAMES', 'DeployOutputs', 'DeployWrapper', 'propagate',
+    'IMAGENET_MEAN', 'IMAGENET_STD', 'NORMALIZATIONS',
     'SEED_YCOR_MEAN',
     'SEED_YCOR_STD', 'VARIANTS', 'CheckpointError', 'ContrastSemask', 'LoadReport',
     'ModelConfig', 'ModelOutputs', 'build_model', 'convert_semask_state_dict',

@@ -1,0 +1,99 @@
+"""The deployable graph: uint8 image and prototype bank in; embedding, cost, confidence out.
+
+One static-shape graph per deployment resolution does all the GPU work (ARCHITECTURE.md, "The
+deployable graph"), so TensorRT runs everything and the host only copies. The PyTorch and ONNX
+Runtime backends run this very module, so all backends are comparable by a parity check.
+
+Propagation (the math of contrast_semask_ros.propagation, which a test compares with this):
+    sim_k = <e, p_k>,  w_k = valid_k * exp((sim_k - 1) / tau),
+    cost = sum_k w_k c_k / sum_k w_k  (0 where no prototype is valid),
+    confidence = max_k valid_k * sim_k  (-1 where none is valid).
+The weights are shifted by the pixel's best valid similarity instead of 1: the same ratio,
+without 0/0 when every exp((sim - 1) / tau) underflows at small tau.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .segmentor import ContrastSemask
+
+INPUT_NAMES = ('image', 'prototypes', 'prototype_costs', 'prototype_valid', 'temperature')
+
+
+class DeployOutputs(NamedTuple):
+    embedding: torch.Tensor  # 1, D, ceil(H/4), ceil(W/4) unit L2 norm over D
+    cost: torch.Tensor  # 1, 1, H, W propagated cost; 0 where no prototype is valid
+    confidence: torch.Tensor  # 1, 1, H, W best similarity to a valid prototype; -1 if none
+
+
+class DeployOutputsWithLogits(NamedTuple):
+    embedding: torch.Tensor
+    cost: torch.Tensor
+    confidence: torch.Tensor
+    logits: torch.Tensor  # 1, K, ceil(H/4), ceil(W/4) segmentation logits
+
+
+def propagate(embedding: torch.Tensor, prototypes: torch.Tensor, costs: torch.Tensor,
+              valid: torch.Tensor, temperature: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """embedding (B, D, h, w) unit-norm; prototypes (K, D); costs, valid (K,); temperature (1,).
+
+    Returns (cost, confidence), each (B, 1, h, w). No data-dependent control flow (exportable).
+    """
+    B, D, h, w = embedding.shape
+    K = prototypes.shape[0]
+    # reason: a matmul, not einsum (Einsum is not deployable through TensorRT everywhere)
+    sim = (prototypes @ embedding.reshape(B, D, h * w)).reshape(B, K, h, w)  # B, K, h, w
+    is_valid = (valid > 0.5).view(1, K, 1, 1)  # 1, K, 1, 1
+    minus_inf = torch.full_like(sim, float('-inf'))
+    best = torch.where(is_valid, sim, minus_inf).amax(1, keepdim=True)  # B, 1, h, w
+    any_valid = is_valid.any()  # 0-dim bool
+    confidence = torch.where(any_valid, best, torch.full_like(best, -1.0))  # B, 1, h, w
+    shift = torch.where(any_valid, best, torch.zeros_like(best))
+    # invalid entries are masked before exp: exp(-inf) = 0, never 0 * inf
+    exponent = torch.where(is_valid, (sim - shift) / temperature.view(1, 1, 1, 1), minus_inf)
+    weights = torch.exp(exponent)  # B, K, h, w
+    total = weights.sum(1, keepdim=True)  # B, 1, h, w; >= 1 where a prototype is valid
+    cost = (weights * costs.view(1, K, 1, 1)).sum(1, keepdim=True) / total.clamp_min(1e-30)
+    return cost, confidence
+
+
+class DeployWrapper(nn.Module):
+    """Wrap a trained ContrastSemask for deployment; normalisation from its config inside.
+
+    forward(image uint8 (1, H, W, 3) RGB, prototypes (K, D), prototype_costs (K,),
+    prototype_valid (K,) 0/1, temperature (1,)) -> DeployOutputs (or ...WithLogits).
+    """
+
+    def __init__(self, model: ContrastSemask, with_logits: bool = False) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.with_logits = with_logits
+        self.register_buffer('mean', torch.tensor(model.config.mean).view(1, 3, 1, 1))
+        self.register_buffer('std', torch.tensor(model.config.std).view(1, 3, 1, 1))
+        self.eval()  # deployment is inference: no dropout, BatchNorm running statistics
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        fields = DeployOutputsWithLogits if self.with_logits else DeployOutputs
+        return fields._fields
+
+    def forward(self, image: torch.Tensor, prototypes: torch.Tensor,
+                prototype_costs: torch.Tensor, prototype_valid: torch.Tensor,
+                temperature: torch.Tensor) -> DeployOutputs | DeployOutputsWithLogits:
+        H, W = image.shape[1], image.shape[2]
+        x = (image.permute(0, 3, 1, 2).float() - self.mean) / self.std  # 1, 3, H, W
+        outputs = self.model(x)
+        cost, confidence = propagate(outputs.embeddings, prototypes, prototype_costs,
+                                     prototype_valid, temperature)  # 1, 1, h, w each
+        # reason: propagate at stride 4, then upsample two maps instead of D embedding channels
+        cost = F.interpolate(cost, size=(H, W), mode='bilinear', align_corners=False)
+        confidence = F.interpolate(confidence, size=(H, W), mode='bilinear', align_corners=False)
+        if self.with_logits:
+            return DeployOutputsWithLogits(outputs.embeddings, cost, confidence, outputs.logits)
+        return DeployOutputs(outputs.embeddings, cost, confidence)
