@@ -48,6 +48,7 @@ setup(
             'contrast-semask-data = contrast_semask_train.data.cli:main',
             'contrast-semask-train = contrast_semask_train.train:main',
             'contrast-semask-eval = contrast_semask_train.evaluate:main',
+            'contrast-semask-export = contrast_semask_train.export:main',
         ],
     },
 )

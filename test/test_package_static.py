@@ -26,6 +26,7 @@ CONSOLE_SCRIPTS = {
     'contrast-semask-data': 'contrast_semask_train.data.cli:main',
     'contrast-semask-train': 'contrast_semask_train.train:main',
     'contrast-semask-eval': 'contrast_semask_train.evaluate:main',
+    'contrast-semask-export': 'contrast_semask_train.export:main',
 }
 
 REQUIRED_EXEC_DEPENDS = {

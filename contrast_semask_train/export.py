@@ -1,0 +1,186 @@
+"""Export a checkpoint to the deployable ONNX graph, with its EngineSpec and a parity report.
+
+    contrast-semask-export onnx runs/contrastive_s/best.pt --height 544 --width 1024 \\
+        --bank-size 1024 --out models/contrastive_s_544x1024.onnx
+
+writes `model.onnx` (dynamo exporter, opset 18, static shapes, onnx.checker), `model.onnx.json`
+(the EngineSpec) and `model.onnx.parity.json`: PyTorch against ONNX Runtime on fresh random
+images and random banks, max abs error and cosine per output. The command fails (exit code 1)
+when parity is above tolerance, and nothing is left at --out then. The TensorRT engine builder
+(`contrast-semask-export trt`) is a later step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from contrast_semask_ros.engine_spec import EngineSpec, TensorSpec, spec_path, write_spec
+from contrast_semask_train.model import INPUT_NAMES, DeployWrapper, load_checkpoint
+from contrast_semask_train.model.checkpoint import CheckpointError
+
+_logger = logging.getLogger('contrast_semask_export')
+
+OPSET = 18
+# Ops that mean a data-dependent graph or that TensorRT handles badly (export_notes.md).
+FORBIDDEN_OPS = frozenset({'ScatterND', 'If', 'Loop', 'NonZero', 'Einsum', 'GatherND'})
+
+
+class ParityResult(NamedTuple):
+    max_abs_error: dict[str, float]  # per output, worst over the trials
+    min_cosine: dict[str, float]  # per output (flattened), worst over the trials
+    passed: bool
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open('rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def random_feeds(rng: np.random.Generator, height: int, width: int, bank_size: int, dim: int,
+                 valid_fraction: float) -> dict[str, np.ndarray]:
+    protos = rng.normal(size=(bank_size, dim)).astype(np.float32)
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+    return {'image': rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8),
+            'prototypes': protos,
+            'prototype_costs': rng.uniform(0, 1, bank_size).astype(np.float32),
+            'prototype_valid': (rng.uniform(size=bank_size) < valid_fraction).astype(np.float32),
+            'temperature': np.array([0.1], np.float32)}
+
+
+def check_parity(wrapper: DeployWrapper, onnx_path: Path, spec: EngineSpec, trials: int = 3,
+                 atol: float = 1e-3, min_cos: float = 0.9999, seed: int = 0) -> ParityResult:
+    """PyTorch vs ONNX Runtime (CPU) on `trials` random images and banks (one with no valid
+    prototype)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    rng = np.random.default_rng(seed)
+    names = [o.name for o in spec.outputs]
+    worst_err = dict.fromkeys(names, 0.0)
+    worst_cos = dict.fromkeys(names, 1.0)
+    for trial in range(trials):
+        feeds = random_feeds(rng, spec.height, spec.width, spec.bank_size, spec.embedding_dim,
+                             valid_fraction=0.0 if trial == 1 else 0.5)
+        onnx_out = session.run(names, feeds)
+        with torch.no_grad():
+            torch_out = wrapper(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+        for name, a, b in zip(names, onnx_out, torch_out, strict=True):
+            b = b.numpy()
+            worst_err[name] = max(worst_err[name], float(np.abs(a - b).max()))
+            a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+            denom = np.linalg.norm(a64) * np.linalg.norm(b64)
+            cos = float(a64 @ b64 / denom) if denom > 0 else float(np.allclose(a64, b64))
+            worst_cos[name] = min(worst_cos[name], cos)
+    passed = all(v <= atol for v in worst_err.values()) and all(
+        v >= min_cos for v in worst_cos.values())
+    return ParityResult(worst_err, worst_cos, passed)
+
+
+def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size: int,
+                with_logits: bool = False, atol: float = 1e-3) -> tuple[EngineSpec, ParityResult]:
+    """Export, check and write the ONNX file + EngineSpec + parity report (atomically)."""
+    import onnx
+
+    model, _ = load_checkpoint(checkpoint)
+    wrapper = DeployWrapper(model, with_logits=with_logits)
+    cfg = model.config
+    D, K = cfg.output_dim, bank_size
+    example = (torch.zeros(1, height, width, 3, dtype=torch.uint8), torch.zeros(K, D),
+               torch.zeros(K), torch.zeros(K), torch.tensor([0.1]))
+    with torch.no_grad():
+        shapes = [tuple(t.shape) for t in wrapper(*example)]
+    outputs = tuple(TensorSpec(n, s, 'float32')
+                    for n, s in zip(wrapper.output_names, shapes, strict=True))
+    inputs = tuple(TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix('torch.'))
+                   for n, t in zip(INPUT_NAMES, example, strict=True))
+    spec = EngineSpec(inputs=inputs, outputs=outputs, height=height, width=width,
+                      stride=cfg.output_stride, embedding_dim=D, bank_size=K,
+                      mean=tuple(cfg.mean), std=tuple(cfg.std), class_names=cfg.class_names,
+                      checkpoint_sha256=sha256(checkpoint), opset=OPSET, precision='fp32',
+                      model_config=cfg.to_dict())
+    spec.validate()
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
+    try:
+        tmp = tmp_dir / out.name
+        logging.getLogger('torch.onnx').setLevel(logging.ERROR)
+        program = torch.onnx.export(wrapper, example, dynamo=True, opset_version=OPSET,
+                                    input_names=list(INPUT_NAMES),
+                                    output_names=list(wrapper.output_names))
+        program.save(str(tmp), external_data=False)
+        graph = onnx.load(str(tmp))
+        onnx.checker.check_model(graph, full_check=True)
+        bad = FORBIDDEN_OPS & {node.op_type for node in graph.graph.node}
+        if bad:
+            raise RuntimeError(f'the exported graph contains non-deployable ops {sorted(bad)}')
+        parity = check_parity(wrapper, tmp, spec, atol=atol)
+        report = {'checkpoint': str(checkpoint), 'onnx': str(out), 'passed': parity.passed,
+                  'atol': atol, 'max_abs_error': parity.max_abs_error,
+                  'min_cosine': parity.min_cosine, 'nodes': len(graph.graph.node)}
+        (tmp_dir / f'{out.name}.parity.json').write_text(json.dumps(report, indent=2))
+        if not parity.passed:
+            raise RuntimeError(f'ONNX Runtime parity above tolerance: {report}')
+        write_spec(spec, tmp)
+        for name in (out.name, spec_path(out).name, f'{out.name}.parity.json'):
+            os.replace(tmp_dir / name, out.parent / name)
+    finally:
+        for leftover in tmp_dir.iterdir():
+            leftover.unlink()
+        tmp_dir.rmdir()
+    return spec, parity
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog='contrast-semask-export', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+    onnx_cmd = sub.add_parser('onnx', help='checkpoint -> deployable ONNX graph + spec + parity')
+    onnx_cmd.add_argument('checkpoint', type=Path, help='a contrast_semask checkpoint (.pt)')
+    onnx_cmd.add_argument('--height', type=int, required=True, help='input image height')
+    onnx_cmd.add_argument('--width', type=int, required=True, help='input image width')
+    onnx_cmd.add_argument('--bank-size', type=int, default=1024, help='Kmax prototypes')
+    onnx_cmd.add_argument('--logits', action='store_true', help='also output the logits')
+    onnx_cmd.add_argument('--atol', type=float, default=1e-3, help='parity tolerance')
+    onnx_cmd.add_argument('--out', type=Path, required=True, help='the .onnx file to write')
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    args = build_parser().parse_args(argv)
+    if args.height < 8 or args.width < 8 or args.bank_size < 1:
+        _logger.error('--height/--width must be >= 8 and --bank-size >= 1')
+        return 2
+    try:
+        spec, parity = export_onnx(args.checkpoint, args.out, args.height, args.width,
+                                   args.bank_size, args.logits, args.atol)
+    except (CheckpointError, OSError) as err:
+        _logger.error('%s', err)
+        return 2
+    except RuntimeError as err:
+        _logger.error('%s', err)
+        return 1
+    summary: dict[str, Any] = {k: f'{v:.2e}' for k, v in parity.max_abs_error.items()}
+    _logger.info('wrote %s (+ .json spec, .parity.json): %dx%d, D=%d, K=%d; max |err| %s',
+                 args.out, spec.height, spec.width, spec.embedding_dim, spec.bank_size, summary)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
