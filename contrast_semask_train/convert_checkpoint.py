@@ -9,7 +9,6 @@ Example (the seed's starting point for YCOR, 8 classes, contrastive head):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import sys
 from collections.abc import Sequence
@@ -25,17 +24,13 @@ from contrast_semask_train.model import (
     parse_semantic_attention,
     save_checkpoint,
 )
-from contrast_semask_train.model.checkpoint import YCOR_ADE20K_SEEDS, read_checkpoint
+from contrast_semask_train.model.checkpoint import (
+    YCOR_ADE20K_SEEDS,
+    file_sha256,
+    read_checkpoint,
+)
 
 _logger = logging.getLogger('contrast-semask-convert')
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open('rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='contrast-semask-convert', description=__doc__,
@@ -89,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _logger.error('%s', err)
         return 2
     conversion = {'source': str(args.checkpoint), 'source_kind': args.source,
-                  'source_sha256': _sha256(args.checkpoint), **report._asdict()}
+                  'source_sha256': file_sha256(args.checkpoint), **report._asdict()}
     save_checkpoint(args.output, model, step=0, extra={'conversion': conversion})
     _logger.info('%s', report.summary())
     _logger.info('wrote %s', args.output)

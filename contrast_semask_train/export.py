@@ -13,7 +13,6 @@ when parity is above tolerance, and nothing is left at --out then. The TensorRT 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ import torch
 
 from contrast_semask_ros.engine_spec import EngineSpec, TensorSpec, spec_path, write_spec
 from contrast_semask_train.model import INPUT_NAMES, DeployWrapper, load_checkpoint
-from contrast_semask_train.model.checkpoint import CheckpointError
+from contrast_semask_train.model.checkpoint import CheckpointError, file_sha256
 
 _logger = logging.getLogger('contrast_semask_export')
 
@@ -41,14 +40,6 @@ class ParityResult(NamedTuple):
     max_abs_error: dict[str, float]  # per output, worst over the trials
     min_cosine: dict[str, float]  # per output (flattened), worst over the trials
     passed: bool
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open('rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def random_feeds(rng: np.random.Generator, height: int, width: int, bank_size: int, dim: int,
@@ -111,7 +102,7 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
     spec = EngineSpec(inputs=inputs, outputs=outputs, height=height, width=width,
                       stride=cfg.output_stride, embedding_dim=D, bank_size=K,
                       mean=tuple(cfg.mean), std=tuple(cfg.std), class_names=cfg.class_names,
-                      checkpoint_sha256=sha256(checkpoint), opset=OPSET, precision='fp32',
+                      checkpoint_sha256=file_sha256(checkpoint), opset=OPSET, precision='fp32',
                       model_config=cfg.to_dict())
     spec.validate()
 

@@ -7,6 +7,7 @@ Key layout: seed_spec 4.2. Transfer rules: seed_spec 4.3-4.4.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -245,6 +246,15 @@ def convert_swin_imagenet_state_dict(
         raise CheckpointError('ImageNet Swin checkpoint does not fit this backbone (another '
                               'variant?):\n  ' + '\n  '.join(wrong[:20]))
     return out, LoadReport(loaded, reinit, ignored, [], notes)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks (recorded by conversion and export)."""
+    digest = hashlib.sha256()
+    with Path(path).open('rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, Any]:
