@@ -82,14 +82,17 @@ def check_parity(wrapper: DeployWrapper, onnx_path: Path, spec: EngineSpec, tria
     return ParityResult(worst_err, worst_cos, passed)
 
 
-def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size: int,
-                with_logits: bool = False, atol: float = 1e-3) -> tuple[EngineSpec, ParityResult]:
-    """Export, check and write the ONNX file + EngineSpec + parity report (atomically)."""
-    import onnx
+def example_inputs(spec: EngineSpec) -> tuple[torch.Tensor, ...]:
+    """Tensors with the spec's input shapes and dtypes, in INPUT_NAMES order (zeros; the
+    temperature 0.1, so a traced run computes finite values)."""
+    return tuple(torch.full(t.shape, 0.1 if t.name == 'temperature' else 0.0,
+                            dtype=getattr(torch, t.dtype)) for t in spec.inputs)
 
-    model, _ = load_checkpoint(checkpoint)
-    wrapper = DeployWrapper(model, with_logits=with_logits)
-    cfg = model.config
+
+def deploy_spec(wrapper: DeployWrapper, height: int, width: int, bank_size: int,
+                checkpoint_sha256: str, precision: str = 'fp32') -> EngineSpec:
+    """The EngineSpec of `wrapper` at one static input size (output shapes by a dry run)."""
+    cfg = wrapper.model.config
     D, K = cfg.output_dim, bank_size
     example = (torch.zeros(1, height, width, 3, dtype=torch.uint8), torch.zeros(K, D),
                torch.zeros(K), torch.zeros(K), torch.tensor([0.1]))
@@ -102,9 +105,21 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
     spec = EngineSpec(inputs=inputs, outputs=outputs, height=height, width=width,
                       stride=cfg.output_stride, embedding_dim=D, bank_size=K,
                       mean=tuple(cfg.mean), std=tuple(cfg.std), class_names=cfg.class_names,
-                      checkpoint_sha256=file_sha256(checkpoint), opset=OPSET, precision='fp32',
+                      checkpoint_sha256=checkpoint_sha256, opset=OPSET, precision=precision,
                       model_config=cfg.to_dict())
     spec.validate()
+    return spec
+
+
+def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size: int,
+                with_logits: bool = False, atol: float = 1e-3) -> tuple[EngineSpec, ParityResult]:
+    """Export, check and write the ONNX file + EngineSpec + parity report (atomically)."""
+    import onnx
+
+    model, _ = load_checkpoint(checkpoint)
+    wrapper = DeployWrapper(model, with_logits=with_logits)
+    spec = deploy_spec(wrapper, height, width, bank_size, file_sha256(checkpoint))
+    example = example_inputs(spec)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))

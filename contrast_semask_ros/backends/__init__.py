@@ -1,0 +1,43 @@
+"""Inference backends behind one interface (TensorRT arrives with the engine builder).
+
+`open_backend(path)` picks by extension: `.onnx` -> ONNX Runtime, `.pt` -> PyTorch. Each
+backend imports its inference library only when constructed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .base import Backend, BackendError, BackendOutputs, Bank
+
+
+def open_backend(model_path: str | os.PathLike, backend: str = 'auto', *, height: int = 0,
+                 width: int = 0, bank_size: int = 1024, device: str = 'auto') -> Backend:
+    """Open `model_path` with `backend` ('auto' by extension, 'onnxruntime' or 'torch').
+
+    A checkpoint (.pt) has no fixed input size: pass height and width.
+    """
+    path = Path(model_path)
+    if not path.is_file():
+        raise BackendError(f'model file not found: {path}')
+    kind = backend
+    if kind == 'auto':
+        kind = {'.onnx': 'onnxruntime', '.pt': 'torch', '.pth': 'torch'}.get(path.suffix, '')
+        if not kind:
+            raise BackendError(f'cannot tell the backend from {path.name!r}: use a .onnx or .pt '
+                               'file, or set backend explicitly')
+    if kind == 'onnxruntime':
+        from .onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path)
+    if kind == 'torch':
+        if height < 1 or width < 1:
+            raise BackendError('a checkpoint needs the input height and width')
+        from .torch_backend import TorchBackend
+
+        return TorchBackend(path, height, width, bank_size, device)
+    raise BackendError(f"unknown backend {backend!r}: 'auto', 'onnxruntime' or 'torch'")
+
+
+__all__ = ['Backend', 'BackendError', 'BackendOutputs', 'Bank', 'open_backend']

@@ -1,0 +1,92 @@
+"""The one backend interface: a context manager with `infer(image, bank) -> BackendOutputs`.
+
+Every backend runs the same deployable graph (contrast_semask_train.model.DeployWrapper) and is
+validated against its EngineSpec once at load. The host pads the bank to the graph's Kmax with
+`valid = 0` rows, so the node can hold fewer prototypes than the engine was built for.
+Output arrays may be reused by the next `infer` call (TensorRT writes into fixed buffers): copy
+them if they must outlive it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+import numpy as np
+
+from contrast_semask_ros.engine_spec import EngineSpec
+
+
+class BackendError(RuntimeError):
+    """A model that cannot be loaded or an input that does not fit it; says how to fix it."""
+
+
+class Bank(NamedTuple):
+    prototypes: np.ndarray  # K, D float32 unit-norm
+    costs: np.ndarray  # K float32
+    valid: np.ndarray | None = None  # K 0/1; None = all valid
+
+
+class BackendOutputs(NamedTuple):
+    embedding: np.ndarray  # 1, D, ceil(H/4), ceil(W/4) float32 unit-norm
+    cost: np.ndarray  # 1, 1, H, W float32
+    confidence: np.ndarray  # 1, 1, H, W float32
+    infer_ms: float  # wall time of this call (inputs staged, graph run, outputs on the host)
+
+
+class Backend:
+    """Base class: spec, input validation and bank padding; subclasses implement `_run`."""
+
+    name = 'base'
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        K, D = spec.bank_size, spec.embedding_dim
+        self._prototypes = np.zeros((K, D), np.float32)
+        self._costs = np.zeros(K, np.float32)
+        self._valid = np.zeros(K, np.float32)
+        self._temperature = np.zeros(1, np.float32)
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the session, engine or device memory."""
+
+    def infer(self, image: np.ndarray, bank: Bank, temperature: float) -> BackendOutputs:
+        """image (H, W, 3) or (1, H, W, 3) uint8 RGB at the spec size; bank with K <= Kmax."""
+        start = time.perf_counter()
+        feeds = self._stage(image, bank, temperature)
+        embedding, cost, confidence = self._run(feeds)
+        return BackendOutputs(embedding, cost, confidence, (time.perf_counter() - start) * 1e3)
+
+    def _stage(self, image: np.ndarray, bank: Bank, temperature: float) -> dict[str, np.ndarray]:
+        spec = self.spec
+        want = (spec.height, spec.width, 3)
+        if image.dtype != np.uint8 or image.shape[-3:] != want or image.ndim not in (3, 4):
+            raise BackendError(f'image must be uint8 {want} RGB (the size the {self.name} '
+                               f'model was exported for), got {image.dtype} {image.shape}; '
+                               'resize it first or export for this size')
+        K = len(bank.costs)
+        if K > spec.bank_size or bank.prototypes.shape != (K, spec.embedding_dim):
+            raise BackendError(f'bank must hold at most {spec.bank_size} prototypes of '
+                               f'{spec.embedding_dim} dims with one cost each, got prototypes '
+                               f'{bank.prototypes.shape} and {K} costs')
+        if not temperature > 0:
+            raise BackendError(f'temperature must be > 0, got {temperature}')
+        self._prototypes[:K] = bank.prototypes
+        self._prototypes[K:] = 0.0
+        self._costs[:K] = bank.costs
+        self._costs[K:] = 0.0
+        self._valid[:K] = 1.0 if bank.valid is None else bank.valid
+        self._valid[K:] = 0.0
+        self._temperature[0] = temperature
+        return {'image': np.ascontiguousarray(image.reshape(1, *want)),
+                'prototypes': self._prototypes, 'prototype_costs': self._costs,
+                'prototype_valid': self._valid, 'temperature': self._temperature}
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        raise NotImplementedError

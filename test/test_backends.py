@@ -1,0 +1,94 @@
+"""Backends: ONNX Runtime and PyTorch agree on the deployable graph; validation; the ONNX path
+runs with torch blocked."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contrast_semask_ros.backends import BackendError, Bank, open_backend
+from contrast_semask_train.model import build_model, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+pytest.importorskip('onnxruntime', reason='onnxruntime is an export extra: pip install .[export]')
+
+
+@pytest.fixture(scope='module')
+def models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from contrast_semask_train.export import main
+
+    root = tmp_path_factory.mktemp('backends')
+    ckpt = save_checkpoint(root / 'm.pt', build_model('micro', 8, 'contrastive'))
+    onnx_path = root / 'm.onnx'
+    assert main(['onnx', str(ckpt), '--height', '48', '--width', '64', '--bank-size', '8',
+                 '--out', str(onnx_path)]) == 0
+    return ckpt, onnx_path
+
+
+def _bank(rng: np.random.Generator, K: int, D: int = 16) -> Bank:
+    protos = rng.normal(size=(K, D)).astype(np.float32)
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+    return Bank(protos, rng.uniform(0, 1, K).astype(np.float32))
+
+
+@pytest.mark.slow
+def test_onnxruntime_and_torch_backends_agree(models: tuple[Path, Path]) -> None:
+    ckpt, onnx_path = models
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    with open_backend(onnx_path) as ort_backend, \
+            open_backend(ckpt, height=48, width=64, bank_size=8, device='cpu') as torch_backend:
+        assert ort_backend.providers[-1] == 'CPUExecutionProvider'
+        for bank in (_bank(rng, 3), _bank(rng, 8), Bank(np.zeros((0, 16), np.float32),
+                                                       np.zeros(0, np.float32))):
+            a = ort_backend.infer(image, bank, temperature=0.1)
+            b = torch_backend.infer(image, bank, temperature=0.1)
+            for name in ('embedding', 'cost', 'confidence'):
+                np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-4,
+                                           err_msg=name)
+            assert a.cost.shape == (1, 1, 48, 64) and a.embedding.shape == (1, 16, 12, 16)
+            assert a.infer_ms > 0
+        empty = a  # the last bank had no prototype: cost 0, confidence -1
+        assert (empty.cost == 0).all() and (empty.confidence == -1).all()
+
+
+@pytest.mark.slow
+def test_backend_rejects_inputs_that_do_not_fit(models: tuple[Path, Path]) -> None:
+    _, onnx_path = models
+    rng = np.random.default_rng(0)
+    with open_backend(onnx_path) as backend:
+        with pytest.raises(BackendError, match=r'image must be uint8 \(48, 64, 3\)'):
+            backend.infer(np.zeros((48, 65, 3), np.uint8), _bank(rng, 2), 0.1)
+        with pytest.raises(BackendError, match='at most 8 prototypes'):
+            backend.infer(np.zeros((48, 64, 3), np.uint8), _bank(rng, 9), 0.1)
+        with pytest.raises(BackendError, match='temperature must be > 0'):
+            backend.infer(np.zeros((48, 64, 3), np.uint8), _bank(rng, 2), 0.0)
+    with pytest.raises(BackendError, match='cannot tell the backend'):
+        open_backend(REPO / 'README.md')
+    with pytest.raises(BackendError, match='not found'):
+        open_backend(REPO / 'missing.onnx')
+
+
+@pytest.mark.slow
+def test_onnx_backend_runs_with_torch_blocked(models: tuple[Path, Path]) -> None:
+    _, onnx_path = models
+    code = '\n'.join([
+        'import sys',
+        f'sys.path.insert(0, {str(REPO)!r})',
+        "for name in ('torch', 'contrast_semask_train', 'rclpy'):",
+        '    sys.modules[name] = None',
+        'import numpy as np',
+        'from contrast_semask_ros.backends import Bank, open_backend',
+        f'with open_backend({str(onnx_path)!r}) as b:',
+        '    out = b.infer(np.zeros((48, 64, 3), np.uint8),',
+        '                  Bank(np.eye(2, 16, dtype=np.float32), np.ones(2, np.float32)), 0.1)',
+        'print(out.cost.shape)',
+    ])
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == '(1, 1, 48, 64)'
