@@ -6,8 +6,12 @@
 writes `model.onnx` (dynamo exporter, opset 18, static shapes, onnx.checker), `model.onnx.json`
 (the EngineSpec) and `model.onnx.parity.json`: PyTorch against ONNX Runtime on fresh random
 images and random banks, max abs error and cosine per output. The command fails (exit code 1)
-when parity is above tolerance, and nothing is left at --out then. The TensorRT engine builder
-(`contrast-semask-export trt`) is a later step.
+when parity is above tolerance, and nothing is left at --out then.
+
+    contrast-semask-export trt models/contrastive_s_544x1024.onnx --out models/cs.engine
+
+builds a TensorRT engine (FP16 unless --fp32) on the GPU that will run it; its spec records the
+TensorRT version, GPU and compute capability, and the runtime refuses a mismatch.
 """
 
 from __future__ import annotations
@@ -164,12 +168,28 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_cmd.add_argument('--logits', action='store_true', help='also output the logits')
     onnx_cmd.add_argument('--atol', type=float, default=1e-3, help='parity tolerance')
     onnx_cmd.add_argument('--out', type=Path, required=True, help='the .onnx file to write')
+    trt_cmd = sub.add_parser('trt', help='ONNX (with its spec) -> TensorRT engine for this GPU')
+    trt_cmd.add_argument('onnx', type=Path, help='a file written by `contrast-semask-export onnx`')
+    trt_cmd.add_argument('--fp32', action='store_true', help='FP32 engine (default: FP16)')
+    trt_cmd.add_argument('--workspace-gib', type=float, default=4.0)
+    trt_cmd.add_argument('--out', type=Path, required=True, help='the .engine file to write')
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     args = build_parser().parse_args(argv)
+    if args.command == 'trt':
+        from contrast_semask_ros.engine_spec import EngineSpecError
+        from contrast_semask_train.tensorrt_build import EngineBuildError, build_engine
+
+        try:
+            build_engine(args.onnx, args.out, fp16=not args.fp32,
+                         workspace_bytes=int(args.workspace_gib * 2**30))
+        except (EngineBuildError, EngineSpecError, OSError) as err:
+            _logger.error('%s', err)
+            return 2
+        return 0
     if args.height < 8 or args.width < 8 or args.bank_size < 1:
         _logger.error('--height/--width must be >= 8 and --bank-size >= 1')
         return 2

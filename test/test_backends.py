@@ -92,3 +92,49 @@ def test_onnx_backend_runs_with_torch_blocked(models: tuple[Path, Path]) -> None
                           timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == '(1, 1, 48, 64)'
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+@pytest.mark.slow
+def test_tensorrt_paths_without_tensorrt_say_what_to_install(models: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    if _has('tensorrt'):
+        pytest.skip('tensorrt is installed: the missing-package messages cannot be checked')
+    from contrast_semask_train.export import main
+
+    _, onnx_path = models
+    proc = subprocess.run(
+        [sys.executable, '-m', 'contrast_semask_train.export', 'trt', str(onnx_path), '--out',
+         str(tmp_path / 'm.engine')], capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 2 and 'install the `tensorrt` package' in proc.stderr
+    assert not (tmp_path / 'm.engine').exists()
+    assert main(['trt', str(tmp_path / 'missing.onnx'), '--out', str(tmp_path / 'x.engine')]) == 2
+    # an engine file with a spec: the backend module imports, construction names the packages
+    engine = tmp_path / 'm.engine'
+    engine.write_bytes(b'not an engine')
+    Path(f'{engine}.json').write_text(Path(f'{onnx_path}.json').read_text())
+    with pytest.raises(BackendError, match='needs `tensorrt`'):
+        open_backend(engine)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (_has('tensorrt') and _has('pycuda')),
+                    reason='needs TensorRT and pycuda with a CUDA GPU (not installable here)')
+def test_tensorrt_engine_matches_onnxruntime(models: tuple[Path, Path], tmp_path: Path) -> None:
+    from contrast_semask_train.tensorrt_build import build_engine
+
+    _, onnx_path = models
+    engine = build_engine(onnx_path, tmp_path / 'm.engine', fp16=False)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    bank = _bank(rng, 5)
+    with open_backend(engine) as trt_backend, open_backend(onnx_path) as ort_backend:
+        a, b = trt_backend.infer(image, bank, 0.1), ort_backend.infer(image, bank, 0.1)
+        for name in ('embedding', 'cost', 'confidence'):
+            np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-3,
+                                       err_msg=name)

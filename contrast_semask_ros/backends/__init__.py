@@ -1,6 +1,7 @@
-"""Inference backends behind one interface (TensorRT arrives with the engine builder).
+"""Inference backends behind one interface: TensorRT, ONNX Runtime, PyTorch.
 
-`open_backend(path)` picks by extension: `.onnx` -> ONNX Runtime, `.pt` -> PyTorch. Each
+`open_backend(path)` picks by extension: `.engine` -> TensorRT, `.onnx` -> ONNX Runtime,
+`.pt` -> PyTorch. Each
 backend imports its inference library only when constructed.
 """
 
@@ -14,7 +15,8 @@ from .base import Backend, BackendError, BackendOutputs, Bank
 
 def open_backend(model_path: str | os.PathLike, backend: str = 'auto', *, height: int = 0,
                  width: int = 0, bank_size: int = 1024, device: str = 'auto') -> Backend:
-    """Open `model_path` with `backend` ('auto' by extension, 'onnxruntime' or 'torch').
+    """Open `model_path` with `backend` ('auto' by extension, 'tensorrt', 'onnxruntime' or
+    'torch').
 
     A checkpoint (.pt) has no fixed input size: pass height and width.
     """
@@ -23,10 +25,15 @@ def open_backend(model_path: str | os.PathLike, backend: str = 'auto', *, height
         raise BackendError(f'model file not found: {path}')
     kind = backend
     if kind == 'auto':
-        kind = {'.onnx': 'onnxruntime', '.pt': 'torch', '.pth': 'torch'}.get(path.suffix, '')
+        kind = {'.engine': 'tensorrt', '.onnx': 'onnxruntime', '.pt': 'torch',
+                '.pth': 'torch'}.get(path.suffix, '')
         if not kind:
-            raise BackendError(f'cannot tell the backend from {path.name!r}: use a .onnx or .pt '
-                               'file, or set backend explicitly')
+            raise BackendError(f'cannot tell the backend from {path.name!r}: use a .engine, '
+                               '.onnx or .pt file, or set backend explicitly')
+    if kind == 'tensorrt':
+        from .tensorrt_backend import TensorRTBackend
+
+        return TensorRTBackend(path)
     if kind == 'onnxruntime':
         from .onnxruntime_backend import OnnxRuntimeBackend
 
@@ -37,7 +44,8 @@ def open_backend(model_path: str | os.PathLike, backend: str = 'auto', *, height
         from .torch_backend import TorchBackend
 
         return TorchBackend(path, height, width, bank_size, device)
-    raise BackendError(f"unknown backend {backend!r}: 'auto', 'onnxruntime' or 'torch'")
+    raise BackendError(f"unknown backend {backend!r}: 'auto', 'tensorrt', 'onnxruntime' or "
+                       "'torch'")
 
 
 __all__ = ['Backend', 'BackendError', 'BackendOutputs', 'Bank', 'open_backend']
