@@ -34,11 +34,11 @@ import torch.nn.functional as F
 
 from contrast_semask_ros.preprocess import SEED_TEST_SCALE, resize_labels
 from contrast_semask_ros.propagation import propagate_cost
+from contrast_semask_train.data import IGNORE_INDEX, YCOR_PALETTE
 from contrast_semask_train.model import ContrastSemask
 
 _logger = logging.getLogger('contrast_semask_eval')
 
-IGNORE_INDEX = 255
 # Traversal cost per YCOR class (0 = free, 1 = not traversable); sky is never driven on.
 YCOR_COST_TABLE: dict[str, float] = {
     'high_vegetation': 1.0, 'traversable_grass': 0.3, 'smooth_trail': 0.0, 'obstacle': 1.0,
@@ -154,8 +154,6 @@ def pca_rgb(embedding: torch.Tensor) -> np.ndarray:
 def visualise_predictions(model: ContrastSemask, dataset: Any, device: torch.device,
                           indices: Iterable[int]) -> list[np.ndarray]:
     """Per item one (H, 4W, 3) uint8 strip: image | ground truth | prediction | embedding PCA."""
-    from contrast_semask_train.data import YCOR_PALETTE
-
     palette = YCOR_PALETTE if model.config.num_classes == len(YCOR_PALETTE) else [
         tuple(int(c) for c in np.random.default_rng(k).integers(0, 255, 3))
         for k in range(model.config.num_classes)]

@@ -35,6 +35,7 @@ from contrast_semask_train.config import (
     parse_override_args,
 )
 from contrast_semask_train.data import (
+    YCOR_CLASSES,
     EvalTransform,
     SegmentationDataset,
     TrainTransform,
@@ -179,8 +180,6 @@ def build_training_model(cfg: TrainConfig) -> tuple[ContrastSemask, str]:
     attention = parse_semantic_attention(cfg.semantic_attention,
                                          VARIANTS[cfg.variant]['embed_dim'], cfg.num_classes)
     mean, std = NORMALIZATIONS[cfg.normalization]
-    from contrast_semask_train.data import YCOR_CLASSES
-
     names = YCOR_CLASSES if cfg.num_classes == len(YCOR_CLASSES) else ()
     overrides = {'semantic_attention': attention, 'mean': mean, 'std': std,
                  'class_names': names, **cfg.model_overrides}

@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from contrast_semask_ros.propagation import propagate_cost
+from contrast_semask_train.export import FORBIDDEN_OPS
 from contrast_semask_train.model import INPUT_NAMES, DeployWrapper, build_model, propagate
-
-FORBIDDEN_OPS = {'ScatterND', 'If', 'Loop', 'NonZero', 'Einsum', 'GatherND'}
 
 
 def _unit(x: np.ndarray, axis: int) -> np.ndarray:

@@ -11,13 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from contrast_semask_train.export import FORBIDDEN_OPS
 from contrast_semask_train.model import ModelOutputs, build_model
 
 onnx = pytest.importorskip('onnx', reason='onnx is an export extra: pip install .[export]')
 ort = pytest.importorskip('onnxruntime', reason='onnxruntime is an export extra')
 
-# Ops TensorRT handles badly or that mean a data-dependent graph; none may appear.
-FORBIDDEN_OPS = {'ScatterND', 'If', 'Loop', 'NonZero', 'Einsum', 'GatherND'}
 
 
 @pytest.mark.slow
