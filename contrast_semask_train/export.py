@@ -129,7 +129,10 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
     tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
     try:
         tmp = tmp_dir / out.name
+        # the exporter's own passes log every rewrite at INFO; keep only their warnings
         logging.getLogger('torch.onnx').setLevel(logging.ERROR)
+        for name in ('onnxscript', 'onnx_ir'):
+            logging.getLogger(name).setLevel(logging.WARNING)
         program = torch.onnx.export(wrapper, example, dynamo=True, opset_version=OPSET,
                                     input_names=list(INPUT_NAMES),
                                     output_names=list(wrapper.output_names))
