@@ -10,8 +10,9 @@ when parity is above tolerance, and nothing is left at --out then.
 
     contrast-semask-export trt models/contrastive_s_544x1024.onnx --out models/cs.engine
 
-builds a TensorRT engine (FP16 unless --fp32) on the GPU that will run it; its spec records the
-TensorRT version, GPU and compute capability, and the runtime refuses a mismatch.
+builds a TensorRT engine (FP16 unless --fp32; INT8 with --int8 --calib DIR) on the GPU that
+will run it; its spec records the TensorRT version, GPU and compute capability, and the runtime
+refuses a mismatch.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import torch
 from contrast_semask_ros.engine_spec import EngineSpec, TensorSpec, spec_path, write_spec
 from contrast_semask_train.model import INPUT_NAMES, DeployWrapper, load_checkpoint
 from contrast_semask_train.model.checkpoint import CheckpointError, file_sha256
+from contrast_semask_train.model.precision import to_half_precision
 
 _logger = logging.getLogger('contrast_semask_export')
 
@@ -59,11 +61,13 @@ def random_feeds(rng: np.random.Generator, height: int, width: int, bank_size: i
 
 def check_parity(wrapper: DeployWrapper, onnx_path: Path, spec: EngineSpec, trials: int = 3,
                  atol: float = 1e-3, min_cos: float = 0.9999, seed: int = 0) -> ParityResult:
-    """PyTorch vs ONNX Runtime (CPU) on `trials` random images and banks (one with no valid
-    prototype)."""
+    """PyTorch (`wrapper`, the float32 reference) vs ONNX Runtime (CPU) on `trials` random
+    images and banks (one with no valid prototype)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=['CPUExecutionProvider'])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: fp16 graphs warn about CPU constant folding
+    session = ort.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
     rng = np.random.default_rng(seed)
     names = [o.name for o in spec.outputs]
     worst_err = dict.fromkeys(names, 0.0)
@@ -115,14 +119,31 @@ def deploy_spec(wrapper: DeployWrapper, height: int, width: int, bank_size: int,
     return spec
 
 
+# Parity tolerances (max abs error, min cosine) against the float32 PyTorch wrapper. FP16 is
+# measured against float32 too, so its report shows the precision actually lost.
+TOLERANCES = {'fp32': (1e-3, 0.9999), 'fp16': (3e-2, 0.999)}
+
+
 def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size: int,
-                with_logits: bool = False, atol: float = 1e-3) -> tuple[EngineSpec, ParityResult]:
-    """Export, check and write the ONNX file + EngineSpec + parity report (atomically)."""
+                with_logits: bool = False, atol: float | None = None, fp16: bool = False
+                ) -> tuple[EngineSpec, ParityResult]:
+    """Export, check and write the ONNX file + EngineSpec + parity report (atomically).
+
+    fp16: the network in float16 with LayerNorm, softmax and L2 normalisation in float32
+    (model/precision.py); inputs, propagation and outputs stay float32/uint8.
+    """
     import onnx
 
+    precision = 'fp16' if fp16 else 'fp32'
+    default_atol, min_cos = TOLERANCES[precision]
+    atol = default_atol if atol is None else atol
     model, _ = load_checkpoint(checkpoint)
-    wrapper = DeployWrapper(model, with_logits=with_logits)
-    spec = deploy_spec(wrapper, height, width, bank_size, file_sha256(checkpoint))
+    reference = DeployWrapper(model, with_logits=with_logits)
+    spec = deploy_spec(reference, height, width, bank_size, file_sha256(checkpoint), precision)
+    wrapper = reference
+    if fp16:
+        half, _ = load_checkpoint(checkpoint)
+        wrapper = DeployWrapper(to_half_precision(half), with_logits=with_logits)
     example = example_inputs(spec)
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -142,9 +163,11 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
         bad = FORBIDDEN_OPS & {node.op_type for node in graph.graph.node}
         if bad:
             raise RuntimeError(f'the exported graph contains non-deployable ops {sorted(bad)}')
-        parity = check_parity(wrapper, tmp, spec, atol=atol)
+        parity = check_parity(reference, tmp, spec, atol=atol, min_cos=min_cos)
         report = {'checkpoint': str(checkpoint), 'onnx': str(out), 'passed': parity.passed,
-                  'atol': atol, 'max_abs_error': parity.max_abs_error,
+                  'precision': precision, 'reference': 'PyTorch float32 on CPU',
+                  'atol': atol, 'min_cosine_required': min_cos,
+                  'max_abs_error': parity.max_abs_error,
                   'min_cosine': parity.min_cosine, 'nodes': len(graph.graph.node)}
         (tmp_dir / f'{out.name}.parity.json').write_text(json.dumps(report, indent=2))
         if not parity.passed:
@@ -169,11 +192,21 @@ def build_parser() -> argparse.ArgumentParser:
     onnx_cmd.add_argument('--width', type=int, required=True, help='input image width')
     onnx_cmd.add_argument('--bank-size', type=int, default=1024, help='Kmax prototypes')
     onnx_cmd.add_argument('--logits', action='store_true', help='also output the logits')
-    onnx_cmd.add_argument('--atol', type=float, default=1e-3, help='parity tolerance')
+    onnx_cmd.add_argument('--fp16', action='store_true',
+                          help='float16 network, LayerNorm/softmax/L2-norm in float32; I/O '
+                          'unchanged (for a strongly typed TensorRT build)')
+    onnx_cmd.add_argument('--atol', type=float, default=None,
+                          help='parity tolerance (default 1e-3, or 3e-2 with --fp16)')
     onnx_cmd.add_argument('--out', type=Path, required=True, help='the .onnx file to write')
     trt_cmd = sub.add_parser('trt', help='ONNX (with its spec) -> TensorRT engine for this GPU')
     trt_cmd.add_argument('onnx', type=Path, help='a file written by `contrast-semask-export onnx`')
-    trt_cmd.add_argument('--fp32', action='store_true', help='FP32 engine (default: FP16)')
+    trt_cmd.add_argument('--fp32', action='store_true',
+                         help='FP32 engine (default: FP16; an --fp16 ONNX file is built '
+                         'strongly typed in its own precision either way)')
+    trt_cmd.add_argument('--int8', action='store_true',
+                         help='INT8 with entropy calibration over --calib images (TRT 10)')
+    trt_cmd.add_argument('--calib', type=Path, default=None,
+                         help='directory of camera images for INT8 calibration')
     trt_cmd.add_argument('--workspace-gib', type=float, default=4.0)
     trt_cmd.add_argument('--out', type=Path, required=True, help='the .engine file to write')
     return parser
@@ -188,7 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             build_engine(args.onnx, args.out, fp16=not args.fp32,
-                         workspace_bytes=int(args.workspace_gib * 2**30))
+                         workspace_bytes=int(args.workspace_gib * 2**30), int8=args.int8,
+                         calibration_dir=args.calib)
         except (EngineBuildError, EngineSpecError, OSError) as err:
             _logger.error('%s', err)
             return 2
@@ -198,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         spec, parity = export_onnx(args.checkpoint, args.out, args.height, args.width,
-                                   args.bank_size, args.logits, args.atol)
+                                   args.bank_size, args.logits, args.atol, args.fp16)
     except (CheckpointError, OSError) as err:
         _logger.error('%s', err)
         return 2

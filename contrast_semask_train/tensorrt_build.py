@@ -5,7 +5,13 @@ on (a timing cache next to the engine speeds up rebuilds), and writes the engine
 EngineSpec extended by the TensorRT version, GPU name, compute capability and precision.
 TensorRT 11 removed `BuilderFlag.FP16` (export_notes.md §4.2): there, FP16 must come from an
 FP16 ONNX file, and this builder refuses `fp16=True` with that explanation.
-INT8 calibration is not implemented yet.
+
+INT8 (`int8=True, calibration_dir=DIR`): TensorRT's entropy calibrator (IInt8EntropyCalibrator2)
+over real images from DIR, resized to the engine size, with a random unit-norm prototype bank
+(the bank only feeds the propagation tail, which INT8 does not touch much). The calibration
+cache is written next to the engine and reused. Implicit INT8 calibration is deprecated since
+TensorRT 10.1 and gone in 11: there, quantize the ONNX file with NVIDIA ModelOpt instead; this
+builder says so.
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ import logging
 import os
 from pathlib import Path
 
-from contrast_semask_ros.engine_spec import read_spec, write_spec
+import numpy as np
+
+from contrast_semask_ros.engine_spec import EngineSpec, read_spec, write_spec
 
 _logger = logging.getLogger(__name__)
 
@@ -48,30 +56,138 @@ def gpu_identity() -> tuple[str, str]:
     return device.name(), f'{major}.{minor}'
 
 
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp')
+
+
+def calibration_images(directory: str | os.PathLike, limit: int = 500) -> list[Path]:
+    """The image files (png/jpg/bmp, sorted) under `directory`, at most `limit` evenly spaced."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise EngineBuildError(f'--calib must be a directory of images, got {directory}')
+    files = sorted(p for p in directory.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise EngineBuildError(f'no {"/".join(IMAGE_SUFFIXES)} images under {directory}: INT8 '
+                               'calibration needs real frames from the robot\'s camera')
+    step = max(1, len(files) // limit)
+    return files[::step][:limit]
+
+
+def calibration_feeds(spec: EngineSpec, path: Path, rng: np.random.Generator
+                      ) -> dict[str, np.ndarray]:
+    """One calibration batch: the image at `path` resized to the spec size, a random bank."""
+    import cv2
+
+    from contrast_semask_ros.preprocess import resize_image
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise EngineBuildError(f'cannot read calibration image {path}')
+    rgb = resize_image(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (spec.width, spec.height))
+    K, D = spec.bank_size, spec.embedding_dim
+    prototypes = rng.normal(size=(K, D)).astype(np.float32)
+    prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
+    return {'image': np.ascontiguousarray(rgb[None]), 'prototypes': prototypes,
+            'prototype_costs': rng.uniform(0, 1, K).astype(np.float32),
+            'prototype_valid': np.ones(K, np.float32),
+            'temperature': np.array([0.1], np.float32)}
+
+
+def make_entropy_calibrator(trt, spec: EngineSpec, images: list[Path], cache_path: Path):
+    """A trt.IInt8EntropyCalibrator2 feeding `images` one per batch through pycuda buffers."""
+    import pycuda.driver as cuda
+
+    if not hasattr(trt, 'IInt8EntropyCalibrator2'):
+        raise EngineBuildError(f'TensorRT {trt.__version__} has no implicit INT8 calibration '
+                               '(removed in 11): quantize the ONNX file with NVIDIA ModelOpt '
+                               '(explicit Q/DQ) and build that instead')
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rng = np.random.default_rng(0)
+            self.pending = list(images)
+            self.buffers = {t.name: cuda.mem_alloc(int(np.prod(t.shape)) *
+                                                   np.dtype(t.dtype).itemsize)
+                            for t in spec.inputs}
+
+        def get_batch_size(self) -> int:
+            return 1
+
+        def get_batch(self, names: list[str]) -> list[int] | None:
+            if not self.pending:
+                return None
+            feeds = calibration_feeds(spec, self.pending.pop(0), self.rng)
+            for name in names:
+                cuda.memcpy_htod(self.buffers[name], feeds[name])
+            return [int(self.buffers[name]) for name in names]
+
+        def read_calibration_cache(self) -> bytes | None:
+            return cache_path.read_bytes() if cache_path.is_file() else None
+
+        def write_calibration_cache(self, cache: bytes) -> None:
+            cache_path.write_bytes(bytes(cache))
+
+    return EntropyCalibrator()
+
+
 def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, fp16: bool = True,
-                 workspace_bytes: int = 4 << 30) -> Path:
-    """Build `out` (.engine) from `onnx_path` and its spec; returns the engine path."""
-    trt = _import_tensorrt()
+                 workspace_bytes: int = 4 << 30, int8: bool = False,
+                 calibration_dir: str | os.PathLike | None = None) -> Path:
+    """Build `out` (.engine) from `onnx_path` and its spec; returns the engine path.
+
+    int8 needs `calibration_dir` (images); FP16 stays enabled for the layers INT8 does not take.
+    """
     onnx_path, out = Path(onnx_path), Path(out)
     spec = read_spec(onnx_path)
+    calib = None
+    if int8:
+        if calibration_dir is None:
+            raise EngineBuildError('INT8 needs calibration images: --int8 --calib DIR')
+        calib = calibration_images(calibration_dir)  # checked before TensorRT is needed
+    trt = _import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10+
+    # An FP16 ONNX file (export --fp16) carries its own precision: build it strongly typed, the
+    # path that also works on TensorRT 11. Otherwise weakly typed with builder flags (TRT 10).
+    strongly_typed = spec.precision == 'fp16'
+    if strongly_typed and int8:
+        raise EngineBuildError('INT8 calibration needs an fp32 ONNX file (export without '
+                               '--fp16); FP16 stays enabled for the layers INT8 does not take')
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)  # explicit batch is the only mode in TRT 10+
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f'TensorRT could not parse {onnx_path}: {errors}')
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
-    if fp16:
+    if fp16 and not strongly_typed:
         if not hasattr(trt.BuilderFlag, 'FP16'):
             raise EngineBuildError(f'TensorRT {trt.__version__} has no FP16 builder flag '
                                    '(removed in 11): build from an FP16 ONNX file instead')
         config.set_flag(trt.BuilderFlag.FP16)
+    if calib is not None:
+        if not hasattr(trt.BuilderFlag, 'INT8'):
+            raise EngineBuildError(f'TensorRT {trt.__version__} has no INT8 builder flag: '
+                                   'quantize the ONNX file with NVIDIA ModelOpt instead')
+        config.set_flag(trt.BuilderFlag.INT8)
+        gpu_identity()  # initialises CUDA for the calibrator's buffers
+        import pycuda.driver as cuda
+
+        context = cuda.Device(0).retain_primary_context()
+        context.push()
+        config.int8_calibrator = make_entropy_calibrator(
+            trt, spec, calib, out.with_suffix('.calib-cache'))
+        _logger.info('INT8 calibration over %d images from %s', len(calib), calibration_dir)
     cache_path = out.with_suffix('.timing-cache')
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b'')
     config.set_timing_cache(cache, ignore_mismatch=False)
-    plan = builder.build_serialized_network(network, config)
+    try:
+        plan = builder.build_serialized_network(network, config)
+    finally:
+        if calib is not None:
+            context.pop()
+            context.detach()
     if plan is None:
         raise EngineBuildError('the TensorRT build failed; see the TensorRT log above')
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -80,7 +196,8 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, fp16: boo
     cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
     gpu, capability = gpu_identity()
     engine_spec = dataclasses.replace(
-        spec, precision='fp16' if fp16 else 'fp32', tensorrt_version=trt.__version__,
+        spec, precision='int8' if int8 else 'fp16' if fp16 or strongly_typed else 'fp32',
+        tensorrt_version=trt.__version__,
         gpu_name=gpu, compute_capability=capability)
     write_spec(engine_spec, out)
     os.replace(tmp, out)

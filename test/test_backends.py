@@ -138,3 +138,49 @@ def test_tensorrt_engine_matches_onnxruntime(models: tuple[Path, Path], tmp_path
         for name in ('embedding', 'cost', 'confidence'):
             np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=1e-3,
                                        err_msg=name)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('precision', ['fp16', 'bf16'])
+def test_torch_half_precision_stays_close_to_fp32(models: tuple[Path, Path],
+                                                  precision: str) -> None:
+    """The half-precision policy (model/precision.py) runs on CPU too: same graph, small error."""
+    ckpt, _ = models
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    bank = _bank(rng, 6)
+    with open_backend(ckpt, height=48, width=64, bank_size=8, device='cpu') as ref, \
+            open_backend(ckpt, height=48, width=64, bank_size=8, device='cpu',
+                         precision=precision) as half:
+        assert half.spec.precision == precision
+        a, b = ref.infer(image, bank, 0.1), half.infer(image, bank, 0.1)
+        for name in ('embedding', 'cost', 'confidence'):
+            x, y = getattr(a, name).ravel(), getattr(b, name).ravel()
+            assert getattr(b, name).dtype == np.float32
+            assert x @ y / (np.linalg.norm(x) * np.linalg.norm(y)) > 0.999, name
+        norms = np.linalg.norm(b.embedding, axis=1)
+        np.testing.assert_allclose(norms, 1.0, atol=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason='needs a CUDA GPU (torch sees none)')
+@pytest.mark.parametrize('cuda_graph', [False, True])
+def test_torch_cuda_backend_matches_cpu(models: tuple[Path, Path], cuda_graph: bool) -> None:
+    ckpt, _ = models
+    rng = np.random.default_rng(2)
+    with open_backend(ckpt, height=48, width=64, bank_size=8, device='cpu') as cpu, \
+            open_backend(ckpt, height=48, width=64, bank_size=8, device='cuda',
+                         precision='fp16', cuda_graph=cuda_graph) as gpu:
+        for _ in range(3):  # replays with new inputs, not the captured ones
+            image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            bank = _bank(rng, int(rng.integers(1, 9)))
+            a, b = cpu.infer(image, bank, 0.1), gpu.infer(image, bank, 0.1)
+            for name in ('embedding', 'cost', 'confidence'):
+                np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=2e-2,
+                                           err_msg=name)

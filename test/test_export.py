@@ -70,3 +70,80 @@ def test_spec_errors_are_clear(exported: Path, tmp_path: Path) -> None:
         EngineSpec.from_dict(bad)
     with pytest.raises(EngineSpecError, match='export with `contrast-semask-export onnx`'):
         read_spec(tmp_path / 'nothing.onnx')
+
+
+@pytest.mark.slow
+def test_fp16_export_keeps_fragile_ops_in_fp32(tmp_path: Path) -> None:
+    import onnx
+
+    from contrast_semask_train.export import main
+
+    ckpt = save_checkpoint(tmp_path / 'm.pt', build_model('micro', 8, 'contrastive'))
+    out = tmp_path / 'h.onnx'
+    assert main(['onnx', str(ckpt), '--height', '64', '--width', '64', '--bank-size', '8',
+                 '--fp16', '--out', str(out)]) == 0
+    assert read_spec(out).precision == 'fp16'
+    report = json.loads(Path(f'{out}.parity.json').read_text())
+    assert report['passed'] and report['precision'] == 'fp16'
+    assert min(report['min_cosine'].values()) >= 0.999
+    graph = onnx.shape_inference.infer_shapes(onnx.load(str(out))).graph
+    dtypes = {v.name: v.type.tensor_type.elem_type
+              for v in [*graph.value_info, *graph.input, *graph.output]}
+    dtypes.update({t.name: t.data_type for t in graph.initializer})
+    first_input = {}
+    for node in graph.node:
+        first_input.setdefault(node.op_type, set()).add(dtypes.get(node.input[0]))
+    fp32, fp16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    for op in ('LayerNormalization', 'Softmax', 'ReduceL2'):
+        assert first_input[op] == {fp32}, op
+    assert fp16 in first_input['MatMul'] and first_input['Conv'] == {fp16}
+    # inputs and outputs keep their types, so the runtime feeds an fp16 graph like an fp32 one
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [
+        onnx.TensorProto.UINT8, fp32, fp32, fp32, fp32]
+    assert {o.type.tensor_type.elem_type for o in graph.output} == {fp32}
+
+
+def test_int8_calibration_inputs_come_from_real_images(exported: Path, tmp_path: Path) -> None:
+    """The calibrator's feeds (TensorRT-free part): images resized to the engine size, a bank
+    of the spec's shape; a missing or empty directory is a clear error before TensorRT."""
+    import cv2
+    import numpy as np
+
+    from contrast_semask_train.tensorrt_build import (
+        EngineBuildError,
+        calibration_feeds,
+        calibration_images,
+    )
+
+    spec = read_spec(exported)
+    frames = tmp_path / 'frames'
+    (frames / 'sub').mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        bgr = np.zeros((30, 50, 3), np.uint8)
+        bgr[..., 2] = 200 + i  # red in BGR
+        cv2.imwrite(str(frames / ('sub' if i % 2 else '.') / f'{i}.png'), bgr)
+    (frames / 'notes.txt').write_text('not an image')
+    files = calibration_images(frames, limit=3)
+    assert len(files) == 3 and all(f.suffix == '.png' for f in files)
+    feeds = calibration_feeds(spec, files[0], rng)
+    assert {k: v.shape for k, v in feeds.items()} == {t.name: t.shape for t in spec.inputs}
+    assert {k: str(v.dtype) for k, v in feeds.items()} == {t.name: t.dtype for t in spec.inputs}
+    assert feeds['image'][0, ..., 0].min() >= 200 and feeds['image'][0, ..., 2].max() == 0  # RGB
+    np.testing.assert_allclose(np.linalg.norm(feeds['prototypes'], axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(EngineBuildError, match='must be a directory'):
+        calibration_images(tmp_path / 'missing')
+    with pytest.raises(EngineBuildError, match='no .png'):
+        calibration_images(_empty_dir(tmp_path))
+    from contrast_semask_train.export import main
+
+    # INT8 without images fails on the images, before it asks for TensorRT
+    assert main(['trt', str(exported), '--int8', '--calib', str(_empty_dir(tmp_path)),
+                 '--out', str(tmp_path / 'x.engine')]) == 2
+    assert not (tmp_path / 'x.engine').exists()
+
+
+def _empty_dir(root: Path) -> Path:
+    path = root / 'empty'
+    path.mkdir(exist_ok=True)
+    return path

@@ -14,11 +14,14 @@ from .base import Backend, BackendError, BackendOutputs, Bank
 
 
 def open_backend(model_path: str | os.PathLike, backend: str = 'auto', *, height: int = 0,
-                 width: int = 0, bank_size: int = 1024, device: str = 'auto') -> Backend:
+                 width: int = 0, bank_size: int = 1024, device: str = 'auto',
+                 precision: str = 'auto', cuda_graph: bool = False) -> Backend:
     """Open `model_path` with `backend` ('auto' by extension, 'tensorrt', 'onnxruntime' or
     'torch').
 
-    A checkpoint (.pt) has no fixed input size: pass height and width.
+    A checkpoint (.pt) has no fixed input size: pass height and width (and optionally the
+    bank size, device, precision and CUDA graphs of the PyTorch backend). An engine or ONNX
+    file carries all of that in its EngineSpec.
     """
     path = Path(model_path)
     if not path.is_file():
@@ -43,7 +46,7 @@ def open_backend(model_path: str | os.PathLike, backend: str = 'auto', *, height
             raise BackendError('a checkpoint needs the input height and width')
         from .torch_backend import TorchBackend
 
-        return TorchBackend(path, height, width, bank_size, device)
+        return TorchBackend(path, height, width, bank_size, device, precision, cuda_graph)
     raise BackendError(f"unknown backend {backend!r}: 'auto', 'tensorrt', 'onnxruntime' or "
                        "'torch'")
 

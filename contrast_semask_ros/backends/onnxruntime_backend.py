@@ -30,7 +30,9 @@ class OnnxRuntimeBackend(Backend):
                                '(or onnxruntime-gpu)') from err
         available = ort.get_available_providers()
         chosen = list(providers or [p for p in PROVIDER_ORDER if p in available])
-        self.session = ort.InferenceSession(str(model_path), providers=chosen)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only; our own logger reports the providers
+        self.session = ort.InferenceSession(str(model_path), options, providers=chosen)
         self.providers = self.session.get_providers()
         inputs = {i.name: tuple(i.shape) for i in self.session.get_inputs()}
         expected = {t.name: t.shape for t in self.spec.inputs}

@@ -1,55 +1,117 @@
 """PyTorch backend: the deploy wrapper rebuilt from a checkpoint alone (CUDA or CPU).
 
 The only runtime module that imports torch and the model package, lazily at construction.
+
+Precision: 'fp32', 'fp16' or 'bf16' (model/precision.py: half-precision network, LayerNorm,
+softmax and L2 normalisation in float32, float32 propagation); 'auto' is fp16 on CUDA and fp32
+on CPU. On CUDA the inputs are staged through pinned host buffers into fixed device tensors,
+and with `cuda_graph=True` the whole graph is captured once and replayed per frame (no Python
+or kernel-launch overhead; the input size is static anyway). `compile=True` runs
+`torch.compile` first. Output arrays are reused by the next call (base.py).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
 
 from .base import Backend, BackendError
 
+_logger = logging.getLogger(__name__)
+
+PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
+_FEED_ORDER = ('image', 'prototypes', 'prototype_costs', 'prototype_valid', 'temperature')
+
 
 class TorchBackend(Backend):
     name = 'torch'
 
     def __init__(self, checkpoint: str | os.PathLike, height: int, width: int,
-                 bank_size: int = 1024, device: str = 'auto', fp16: bool = False) -> None:
+                 bank_size: int = 1024, device: str = 'auto', precision: str = 'auto',
+                 cuda_graph: bool = False, compile: bool = False) -> None:
         try:
             import torch
 
             from contrast_semask_train.export import deploy_spec
             from contrast_semask_train.model import DeployWrapper, load_checkpoint
             from contrast_semask_train.model.checkpoint import file_sha256
+            from contrast_semask_train.model.precision import HALF_DTYPES, to_half_precision
         except ImportError as err:
             raise BackendError('the PyTorch backend needs torch and this package\'s training '
                                'extra: pip install .[train]') from err
+        if precision not in PRECISIONS:
+            raise BackendError(f'precision must be one of {PRECISIONS}, got {precision!r}')
         if device == 'auto':
             device = 'cuda' if torch.cuda.is_available() else 'cpu'
         self.torch = torch
         self.device = torch.device(device)
+        if self.device.type == 'cuda' and not torch.cuda.is_available():
+            raise BackendError('device cuda requested but torch sees no CUDA GPU '
+                               f'(torch {torch.__version__}); use device cpu')
+        if cuda_graph and self.device.type != 'cuda':
+            raise BackendError('cuda_graph needs a CUDA device')
+        if precision == 'auto':
+            precision = 'fp16' if self.device.type == 'cuda' else 'fp32'
+        self.precision = precision
         model, _ = load_checkpoint(checkpoint)
         wrapper = DeployWrapper(model)
         super().__init__(deploy_spec(wrapper, height, width, bank_size,
-                                     file_sha256(checkpoint), 'fp16' if fp16 else 'fp32'))
-        self.dtype = torch.float16 if fp16 and self.device.type == 'cuda' else torch.float32
+                                     file_sha256(checkpoint), precision))
+        if precision in HALF_DTYPES:
+            to_half_precision(wrapper.model, HALF_DTYPES[precision])
         self.wrapper = wrapper.to(self.device)
-        self.wrapper.model.to(self.dtype)
+        self._forward = torch.compile(self.wrapper) if compile else self.wrapper
+        pin = self.device.type == 'cuda'
+        # fixed device inputs (graph capture needs fixed addresses) and host outputs
+        self._inputs = {t.name: torch.zeros(t.shape, dtype=getattr(torch, t.dtype),
+                                            device=self.device) for t in self.spec.inputs}
+        self._host_out = [torch.zeros(t.shape, dtype=torch.float32, pin_memory=pin)
+                          for t in self.spec.outputs[:3]]
+        self._graph = None
+        self._graph_out: tuple = ()
+        if cuda_graph:
+            self._capture()
+        _logger.info('PyTorch %s backend on %s, %s%s%s', torch.__version__, self.device,
+                     precision, ', CUDA graph' if cuda_graph else '',
+                     ', torch.compile' if compile else '')
 
-    @property
-    def _autocast(self):
-        return self.torch.autocast(self.device.type, dtype=self.dtype,
-                                   enabled=self.dtype != self.torch.float32)
+    def _capture(self) -> None:
+        """Warm up on a side stream, then capture one forward into a CUDA graph."""
+        torch = self.torch
+        self._inputs['temperature'].fill_(0.1)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), torch.inference_mode():
+            for _ in range(3):
+                self._forward(*(self._inputs[n] for n in _FEED_ORDER))
+        torch.cuda.current_stream().wait_stream(side)
+        self._graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self._graph), torch.inference_mode():
+            self._graph_out = tuple(self._forward(*(self._inputs[n] for n in _FEED_ORDER)))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         torch = self.torch
-        inputs = [torch.from_numpy(feeds[n]).to(self.device) for n in (
-            'image', 'prototypes', 'prototype_costs', 'prototype_valid', 'temperature')]
-        with torch.inference_mode(), self._autocast:
-            out = self.wrapper(*inputs)
-        return tuple(t.float().cpu().numpy() for t in out[:3])  # type: ignore[return-value]
+        if self.wrapper is None:
+            raise BackendError('the PyTorch backend is closed')
+        cuda = self.device.type == 'cuda'
+        with torch.inference_mode():
+            for name in _FEED_ORDER:
+                self._inputs[name].copy_(torch.from_numpy(feeds[name]), non_blocking=cuda)
+            if self._graph is not None:
+                self._graph.replay()
+                out = self._graph_out
+            else:
+                out = tuple(self._forward(*(self._inputs[n] for n in _FEED_ORDER)))
+            for host, device_out in zip(self._host_out, out[:3], strict=True):
+                host.copy_(device_out, non_blocking=cuda)
+            if cuda:
+                torch.cuda.current_stream().synchronize()
+        return tuple(h.numpy() for h in self._host_out)  # type: ignore[return-value]
 
     def close(self) -> None:
         self.wrapper = None
+        self._forward = None
+        self._graph = None
+        self._graph_out = ()

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .precision import parameter_dtype
 from .segmentor import ContrastSemask
 
 INPUT_NAMES = ('image', 'prototypes', 'prototype_costs', 'prototype_valid', 'temperature')
@@ -88,12 +89,15 @@ class DeployWrapper(nn.Module):
                 temperature: torch.Tensor) -> DeployOutputs | DeployOutputsWithLogits:
         H, W = image.shape[1], image.shape[2]
         x = (image.permute(0, 3, 1, 2).float() - self.mean) / self.std  # 1, 3, H, W
-        outputs = self.model(x)
-        cost, confidence = propagate(outputs.embeddings, prototypes, prototype_costs,
+        # the network may be half precision (precision.py); normalisation, propagation and
+        # every output stay float32 (the casts are no-ops for a float32 network)
+        outputs = self.model(x.to(parameter_dtype(self.model)))
+        embedding = outputs.embeddings.float()  # 1, D, h, w
+        cost, confidence = propagate(embedding, prototypes, prototype_costs,
                                      prototype_valid, temperature)  # 1, 1, h, w each
         # reason: propagate at stride 4, then upsample two maps instead of D embedding channels
         cost = F.interpolate(cost, size=(H, W), mode='bilinear', align_corners=False)
         confidence = F.interpolate(confidence, size=(H, W), mode='bilinear', align_corners=False)
         if self.with_logits:
-            return DeployOutputsWithLogits(outputs.embeddings, cost, confidence, outputs.logits)
-        return DeployOutputs(outputs.embeddings, cost, confidence)
+            return DeployOutputsWithLogits(embedding, cost, confidence, outputs.logits.float())
+        return DeployOutputs(embedding, cost, confidence)

@@ -90,6 +90,19 @@ def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.
 
 
 def l2_normalize(x: torch.Tensor, dim: int = 1, eps: float = 1e-12) -> torch.Tensor:
-    """Unit L2 norm along `dim` (channels for NCHW). The one normalisation used by the model
-    outputs, the losses and the deploy wrapper."""
-    return F.normalize(x, p=2.0, dim=dim, eps=eps)
+    """Unit L2 norm along `dim` (channels for NCHW), returned in float32. The one normalisation
+    used by the model outputs, the losses and the deploy wrapper."""
+    # reason: float32 even in a half-precision network (a sum of D squares overflows fp16),
+    # and the contrastive losses get float32 embeddings under autocast
+    return F.normalize(at_least_fp32(x), p=2.0, dim=dim, eps=eps)
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """x in float32 if it is half precision (fp16/bf16); float32 and float64 pass unchanged."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def softmax_fp32(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Softmax computed in at least float32, returned in x's dtype: no cast for a float32
+    network, the standard mixed-precision rule (fp16 exp overflows) for a half-precision one."""
+    return at_least_fp32(x).softmax(dim=dim).to(x.dtype)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .config import SemanticAttentionMode
-from .layers import pad_hw, window_partition, window_reverse
+from .layers import at_least_fp32, pad_hw, softmax_fp32, window_partition, window_reverse
 
 
 class SemanticAttention(nn.Module):
@@ -34,7 +34,8 @@ class SemanticAttention(nn.Module):
         q = self.mlp_cls_q(y)  # B', N, K
         k = self.mlp_cls_k(y)  # B', N, K
         v = self.mlp_v(y)  # B', N, C
-        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # B', N, N  (no 1/sqrt(d): as SeMask)
+        # no 1/sqrt(d) (as SeMask), so the scores are large: computed in float32 in an fp16 network
+        attn = softmax_fp32(at_least_fp32(q) @ at_least_fp32(k).transpose(-2, -1)).to(v.dtype)
         f = self.proj_drop(self.mlp_res(attn @ v))  # B', N, C
         return y + self.gamma * f, q
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import SemanticAttentionMode
-from .layers import DropPath, Mlp, pad_hw, window_partition, window_reverse
+from .layers import DropPath, Mlp, pad_hw, softmax_fp32, window_partition, window_reverse
 from .semask import SemanticLayer
 
 
@@ -102,7 +102,7 @@ class WindowAttention(nn.Module):
             nW = mask.shape[0]
             attn = attn.view(Bw // nW, nW, heads, N, N) + mask[None, :, None]
             attn = attn.view(Bw, heads, N, N)
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(Bw, N, C)  # B*nW, N, C
+        x = (softmax_fp32(attn) @ v).transpose(1, 2).reshape(Bw, N, C)  # B*nW, N, C
         return self.proj(x)
 
 
