@@ -1,0 +1,320 @@
+"""sensor_msgs/Image and CompressedImage <-> numpy, without ROS (no rclpy, no cv_bridge).
+
+The functions read and write the *fields* of whatever message object they are given, so they
+work with the real rclpy classes (node, tests), with rosbags typestore dataclasses (replay, bag
+tests) and with any object that has the same attributes:
+
+- Image: height, width, encoding, is_bigendian, step, data (and header).
+- CompressedImage: format, data (and header).
+
+`data` may be an `array.array('B')` (rclpy), an `np.uint8` array (rosbags), bytes or any other
+buffer. Decoding honours `step` row padding and `is_bigendian`; encoding always writes
+little-endian, unpadded rows (step = width * channels * itemsize).
+
+Encodings: rgb8, bgr8, rgba8, bgra8, rgb16, bgr16, rgba16, bgra16, mono8, mono16 and the generic
+<depth>C<n> with depth in 8U 8S 16U 16S 32S 32F 64F and n = 1..512 (OpenCV's CV_CN_MAX), as ROS 2
+`sensor_msgs/image_encodings.hpp` and cv_bridge parse them. The embedding is published as 32FC<D>
+(ordinary viewers will not display it; that is expected).
+
+Writing `data`: rclpy messages get an `array.array('B')`. It is the fast path of the generated
+setter in both modes: with ROS_PYTHON_CHECK_FIELDS=1 a bytes value is checked element by element
+(about 0.13 s for 2 MB), an ndarray or memoryview is slow in either mode. rosbags messages get an
+`np.uint8` array (its serializer calls `data.view`, so bytes fail there); anything else gets bytes.
+"""
+
+from __future__ import annotations
+
+import array as pyarray
+import re
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import numpy as np
+
+
+class CodecError(ValueError):
+    """A message or array that cannot be converted; says what was expected and how to fix it."""
+
+
+class PixelFormat(NamedTuple):
+    dtype: np.dtype  # element type, native byte order
+    channels: int  # 1..512
+
+
+class ImageFields(NamedTuple):
+    """The sensor_msgs/Image fields for one array (data as bytes, little-endian, no padding).
+
+    A rosbags typestore Image needs `data` as an np.uint8 array:
+    `Image(header=h, **fields._replace(data=np.frombuffer(fields.data, np.uint8))._asdict())`.
+    """
+
+    height: int
+    width: int
+    encoding: str
+    is_bigendian: int  # 0 or 1
+    step: int  # bytes per row
+    data: bytes  # step * height bytes
+
+
+_NAMED: dict[str, tuple[type, int]] = {
+    'rgb8': (np.uint8, 3), 'bgr8': (np.uint8, 3), 'rgba8': (np.uint8, 4), 'bgra8': (np.uint8, 4),
+    'rgb16': (np.uint16, 3), 'bgr16': (np.uint16, 3), 'rgba16': (np.uint16, 4),
+    'bgra16': (np.uint16, 4), 'mono8': (np.uint8, 1), 'mono16': (np.uint16, 1),
+}
+_DEPTHS: dict[str, type] = {
+    '8U': np.uint8, '8S': np.int8, '16U': np.uint16, '16S': np.int16, '32S': np.int32,
+    '32F': np.float32, '64F': np.float64,
+}
+_GENERIC = re.compile(r'(8U|8S|16U|16S|32S|32F|64F)C([0-9]+)')
+MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX, the most cv_bridge can represent
+_SUPPORTED = (f"{', '.join(_NAMED)} and <depth>C<n> with depth in {' '.join(_DEPTHS)} and "
+              f'n = 1..{MAX_CHANNELS} (e.g. 32FC1, 32FC64)')
+
+# image_to_rgb: encoding -> name of the cv2 conversion to RGB (None: already RGB)
+_TO_RGB: dict[str, str | None] = {
+    'rgb8': None, 'bgr8': 'COLOR_BGR2RGB', 'rgba8': 'COLOR_RGBA2RGB', 'bgra8': 'COLOR_BGRA2RGB',
+    'mono8': 'COLOR_GRAY2RGB',
+}
+_COMPRESSED_FORMATS = {'jpeg': '.jpg', 'jpg': '.jpg', 'png': '.png'}
+
+
+@lru_cache(maxsize=64)
+def parse_encoding(encoding: str) -> PixelFormat:
+    """'32FC64' -> PixelFormat(float32, 64); 'rgb8' -> (uint8, 3). Unknown -> CodecError."""
+    if encoding in _NAMED:
+        dtype, channels = _NAMED[encoding]
+        return PixelFormat(np.dtype(dtype), channels)
+    match = _GENERIC.fullmatch(encoding) if isinstance(encoding, str) else None
+    if match is None:
+        raise CodecError(f'unknown image encoding {encoding!r}; supported: {_SUPPORTED}')
+    channels = int(match.group(2))
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise CodecError(f'image encoding {encoding!r} has {channels} channels; the channel '
+                         f'count must be 1..{MAX_CHANNELS}')
+    return PixelFormat(np.dtype(_DEPTHS[match.group(1)]), channels)
+
+
+def generic_encoding(dtype: np.dtype | type, channels: int) -> str:
+    """The <depth>C<n> encoding for an element type: (float32, 64) -> '32FC64'."""
+    dtype = np.dtype(dtype).newbyteorder('=')
+    for depth, candidate in _DEPTHS.items():
+        if np.dtype(candidate) == dtype:
+            encoding = f'{depth}C{channels}'
+            parse_encoding(encoding)  # validates the channel count
+            return encoding
+    raise CodecError(f'no ROS image encoding holds {dtype} elements; supported element types: '
+                     f"{', '.join(str(np.dtype(d)) for d in _DEPTHS.values())}")
+
+
+def _byte_view(data: Any) -> np.ndarray:
+    """msg.data (array.array, np.uint8 array, bytes, list, ...) as a flat uint8 array, no copy
+    when it supports the buffer protocol."""
+    try:
+        return np.frombuffer(data, np.uint8)
+    except (TypeError, ValueError, BufferError):  # a list, or a non-contiguous array
+        return np.ascontiguousarray(data, dtype=np.uint8).reshape(-1)
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W) for one channel or (H, W, C), in the encoding's dtype.
+
+    The result is in native byte order. When the data is already little-endian (on a
+    little-endian host) and aligned, the result is a zero-copy view of `msg.data` (row padding is
+    skipped by strides) and is marked read-only; `.copy()` it to modify it or to keep it while the
+    message's buffer is reused. Big-endian or misaligned data is converted into a contiguous copy.
+    """
+    fmt = parse_encoding(msg.encoding)
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    itemsize = fmt.dtype.itemsize
+    row_bytes = width * fmt.channels * itemsize
+    if step < row_bytes:
+        raise CodecError(f'Image step {step} is smaller than one row of {width} x {msg.encoding} '
+                         f'pixels ({width} * {fmt.channels} * {itemsize} = {row_bytes} bytes); '
+                         'the publisher must set step >= width * channels * bytes per channel')
+    buffer = _byte_view(msg.data)
+    if buffer.size < step * height:
+        raise CodecError(f'Image data has {buffer.size} bytes, expected step * height = '
+                         f'{step} * {height} = {step * height} for a {width}x{height} '
+                         f'{msg.encoding} image; the message is truncated or its height/step '
+                         'are wrong')
+    dtype = fmt.dtype.newbyteorder('>' if msg.is_bigendian else '<')
+    out = np.ndarray((height, width, fmt.channels), dtype, buffer=buffer,
+                     strides=(step, fmt.channels * itemsize, itemsize))
+    if not (dtype.isnative and out.flags.aligned):
+        out = out.astype(fmt.dtype)  # HWC contiguous, native order, aligned
+    else:
+        out.flags.writeable = False
+    return out[..., 0] if fmt.channels == 1 else out
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image in rgb8, bgr8, rgba8, bgra8 or mono8 -> (H, W, 3) uint8 RGB.
+
+    rgb8 without row padding comes back as a read-only view of `msg.data` (see image_to_array);
+    the other encodings are converted into a new array.
+    """
+    if msg.encoding not in _TO_RGB:
+        raise CodecError(f'cannot make RGB from an Image with encoding {msg.encoding!r}; '
+                         f"supported: {', '.join(_TO_RGB)}. Publish the camera image in one of "
+                         'them (or convert it upstream)')
+    pixels = image_to_array(msg)  # H, W, C or H, W uint8
+    conversion = _TO_RGB[msg.encoding]
+    if conversion is None:
+        return np.ascontiguousarray(pixels)
+    if pixels.size == 0:
+        return np.zeros((*pixels.shape[:2], 3), np.uint8)
+    import cv2  # lazy: keeps `import contrast_semask_ros.codec` cheap
+
+    return cv2.cvtColor(pixels, getattr(cv2, conversion))
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg or png, colour or grayscale) -> (H, W, 3) uint8 RGB.
+
+    Grayscale images are replicated into three channels, alpha is dropped, 16-bit png is reduced
+    to 8 bits. EXIF orientation is ignored (ROS frames are in sensor orientation).
+    """
+    fmt = str(getattr(msg, 'format', ''))
+    if 'compresseddepth' in fmt.lower():
+        raise CodecError(f'CompressedImage format {fmt!r} is a compressedDepth image (a depth '
+                         'header before the png); subscribe to the raw or the jpeg/png topic')
+    buffer = _byte_view(msg.data)
+    if buffer.size == 0:
+        raise CodecError(f'CompressedImage (format {fmt!r}) has no data; expected jpeg or png '
+                         'bytes')
+    import cv2
+
+    try:
+        bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error as err:
+        raise CodecError(f'cannot decode CompressedImage (format {fmt!r}, {buffer.size} bytes) '
+                         f'as jpeg or png: {err}') from err
+    if bgr is None:
+        raise CodecError(f'cannot decode CompressedImage (format {fmt!r}, {buffer.size} bytes, '
+                         f'starting {bytes(buffer[:8])!r}) as jpeg or png; expected the output '
+                         'of compressed_image_transport or rgb_to_compressed_bytes')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _little_endian(array: np.ndarray, encoding: str) -> np.ndarray:
+    """Validate `array` against `encoding`; return it as C-contiguous little-endian H, W[, C]."""
+    fmt = parse_encoding(encoding)
+    array = np.asarray(array)
+    shape_ok = ((array.ndim == 3 and array.shape[2] == fmt.channels)
+                or (array.ndim == 2 and fmt.channels == 1))
+    dtype_ok = array.dtype.kind == fmt.dtype.kind and array.dtype.itemsize == fmt.dtype.itemsize
+    if not (shape_ok and dtype_ok):
+        want = ('(H, W) or (H, W, 1)' if fmt.channels == 1 else f'(H, W, {fmt.channels})')
+        if shape_ok:
+            hint = f'cast it with .astype(np.{fmt.dtype})'
+        else:
+            hint = 'use an encoding with the array\'s channel count'
+            channels = 1 if array.ndim == 2 else array.shape[-1] if array.ndim == 3 else 0
+            try:
+                hint += f", e.g. {generic_encoding(array.dtype, channels)!r}"
+            except CodecError:
+                pass
+        raise CodecError(f'encoding {encoding!r} needs a {fmt.dtype} array of shape {want}, '
+                         f'got {array.dtype} {array.shape}; {hint}')
+    return np.ascontiguousarray(array.astype(fmt.dtype.newbyteorder('<'), copy=False))
+
+
+def array_to_fields(array: np.ndarray, encoding: str) -> ImageFields:
+    """(H, W[, C]) array -> the Image fields for `encoding` (little-endian, unpadded rows).
+
+    The dtype and channel count must match the encoding: float32 (H, W, 64) for '32FC64',
+    float32 (H, W) for '32FC1', uint8 (H, W) for 'mono8', uint8 (H, W, 3) for 'rgb8'.
+    """
+    pixels = _little_endian(array, encoding)
+    height, width = pixels.shape[:2]
+    return ImageFields(int(height), int(width), encoding, 0,
+                       int(width) * parse_encoding(encoding).channels * pixels.itemsize,
+                       pixels.tobytes())
+
+
+def _data_like(current: Any, payload: np.ndarray) -> Any:
+    """`payload` (contiguous) as the container type the message holds in `current`."""
+    flat = payload.reshape(-1).view(np.uint8)
+    if isinstance(current, pyarray.array):  # rclpy
+        data = pyarray.array('B')
+        data.frombytes(flat)
+        return data
+    if isinstance(current, np.ndarray):  # rosbags typestore
+        return flat.copy()
+    return flat.tobytes()
+
+
+def fill_image(msg: Any, array: np.ndarray, encoding: str, header: Any = None) -> Any:
+    """Set the Image fields of an existing message from `array` (see array_to_fields); returns
+    `msg`. `data` gets the message's own container type (module docstring); if `header` is given,
+    `msg.header = header`."""
+    pixels = _little_endian(array, encoding)
+    height, width = pixels.shape[:2]
+    msg.height = int(height)
+    msg.width = int(width)
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(width) * parse_encoding(encoding).channels * pixels.itemsize
+    msg.data = _data_like(getattr(msg, 'data', None), pixels)
+    if header is not None:
+        msg.header = header
+    return msg
+
+
+def rgb_to_compressed_bytes(rgb: np.ndarray, fmt: str = 'jpeg', quality: int = 90
+                            ) -> tuple[str, bytes]:
+    """(H, W, 3) uint8 RGB -> (format string, jpeg or png bytes) for a CompressedImage.
+
+    The format string is what compressed_image_transport writes for an rgb8 source image:
+    'rgb8; jpeg compressed bgr8' or 'rgb8; png compressed bgr8' (the image is stored as ordinary
+    colour jpeg/png). `quality` (1..100) applies to jpeg only; png is lossless.
+    """
+    rgb = np.asarray(rgb)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise CodecError(f'expected a uint8 (H, W, 3) RGB image, got {rgb.dtype} {rgb.shape}')
+    if fmt not in _COMPRESSED_FORMATS:
+        raise CodecError(f"unknown compressed format {fmt!r}; use 'jpeg' or 'png'")
+    if not 1 <= quality <= 100:
+        raise CodecError(f'jpeg quality must be 1..100, got {quality}')
+    import cv2
+
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if fmt != 'png' else []
+    ok, encoded = cv2.imencode(_COMPRESSED_FORMATS[fmt], cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                               params)
+    if not ok:
+        raise CodecError(f'OpenCV could not encode a {rgb.shape} image as {fmt}')
+    name = 'png' if fmt == 'png' else 'jpeg'
+    return f'rgb8; {name} compressed bgr8', encoded.tobytes()
+
+
+def fill_compressed(msg: Any, rgb: np.ndarray, fmt: str = 'jpeg', quality: int = 90,
+                    header: Any = None) -> Any:
+    """Set `format` and `data` of an existing CompressedImage from (H, W, 3) uint8 RGB; returns
+    `msg` (see rgb_to_compressed_bytes)."""
+    msg.format, payload = rgb_to_compressed_bytes(rgb, fmt, quality)
+    msg.data = _data_like(getattr(msg, 'data', None), np.frombuffer(payload, np.uint8))
+    if header is not None:
+        msg.header = header
+    return msg
+
+
+def embedding_to_hwc(embedding: np.ndarray) -> np.ndarray:
+    """(D, h, w) or (1, D, h, w) float32 -> contiguous (h, w, D) float32, to publish as 32FC<D>."""
+    embedding = np.asarray(embedding)
+    if embedding.ndim == 4 and embedding.shape[0] == 1:
+        embedding = embedding[0]
+    if embedding.ndim != 3 or embedding.dtype != np.float32:
+        raise CodecError(f'expected a float32 (D, h, w) or (1, D, h, w) embedding, got '
+                         f'{embedding.dtype} {embedding.shape}')
+    return np.ascontiguousarray(embedding.transpose(1, 2, 0))
+
+
+def hwc_to_embedding(hwc: np.ndarray) -> np.ndarray:
+    """(h, w, D) or (h, w) (D = 1) -> contiguous (D, h, w), same dtype; inverse of
+    embedding_to_hwc (e.g. on image_to_array of a 32FC<D> Image)."""
+    hwc = np.asarray(hwc)
+    if hwc.ndim == 2:
+        hwc = hwc[:, :, None]
+    if hwc.ndim != 3:
+        raise CodecError(f'expected an (h, w, D) or (h, w) array, got {hwc.dtype} {hwc.shape}')
+    return np.ascontiguousarray(hwc.transpose(2, 0, 1))

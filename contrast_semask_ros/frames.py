@@ -1,0 +1,207 @@
+"""A bounded ring buffer of past frames' embeddings, keyed by the camera stamp in nanoseconds.
+
+A patch-cost mask arrives after the image it was drawn on (the robot has to drive over the
+terrain first), so the node keeps the stride-4 embeddings of recent frames and looks the mask's
+frame up by its `header.stamp`. The buffer is bounded two ways:
+
+- by count: at most `max_frames` frames; when full, the frame with the oldest stamp goes
+  (so out-of-order pushes are fine: the buffer always holds the newest stamps it was given);
+- by age: a frame older than `max_age_s` before the newest stamp goes, whatever the count.
+
+Memory: every frame holds a (D, h, w) float32 embedding, D x h x w x 4 bytes, so the buffer never
+holds more than `max_frames x D x h x w x 4` bytes of embeddings (`memory_bound_bytes`). For
+D = 64 at 544x1024 (stride 4: h, w = 136, 256) that is 136 x 256 x 64 x 4 = 8.9 MB per frame,
+so 30 frames take at most 267 MB.
+
+Thread-safe: one lock guards every method (the node pushes from the image callback and looks
+up from the patch-cost callback, which may run on different executor threads).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import operator
+import threading
+from typing import NamedTuple
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+# Why `find` missed (`Lookup.reason`); None on a hit.
+MISS_EMPTY = 'empty'
+MISS_EVICTED = 'evicted (older than the oldest kept frame)'
+MISS_FUTURE = 'future (newer than the newest frame)'
+MISS_NO_MATCH = 'no frame within tolerance'
+
+
+class Frame(NamedTuple):
+    stamp_ns: int  # the camera image's header.stamp in integer nanoseconds
+    embedding: np.ndarray  # D, h, w float32 (stride 4), owned by the buffer: do not write to it
+    image_size: tuple[int, int]  # (height, width) of the original camera image
+
+
+class Lookup(NamedTuple):
+    frame: Frame | None  # the exact or nearest frame within tolerance; None on a miss
+    reason: str | None  # one of the MISS_* strings on a miss; None on a hit
+
+
+def frame_bytes(embedding_dim: int, height: int, width: int) -> int:
+    """Bytes of one stored frame's embedding: D x h x w x 4 (float32)."""
+    return embedding_dim * height * width * np.dtype(np.float32).itemsize
+
+
+class FrameBuffer:
+    """Past frames' embeddings by stamp, bounded by `max_frames` and by `max_age_s`."""
+
+    def __init__(self, max_frames: int, max_age_s: float) -> None:
+        if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
+            raise ValueError(f'max_frames must be an int >= 1, got {max_frames!r}; it bounds '
+                             'the memory of the buffer (see memory_bound_bytes)')
+        if not 0 < max_age_s < math.inf:  # also rejects NaN
+            raise ValueError(f'max_age_s must be finite and > 0 seconds, got {max_age_s!r}; '
+                             'set it to the longest delay between an image and its patch-cost '
+                             'mask')
+        self.max_frames = max_frames
+        self.max_age_s = float(max_age_s)
+        self._max_age_ns = round(self.max_age_s * 1e9)
+        self._stamps: list[int] = []  # sorted ascending
+        self._frames: dict[int, Frame] = {}
+        self._frame_bytes = 0  # the largest frame pushed since construction or clear()
+        self._evicted = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._stamps)
+
+    @property
+    def stamps(self) -> tuple[int, ...]:
+        """Stamps of the frames held, oldest first."""
+        with self._lock:
+            return tuple(self._stamps)
+
+    @property
+    def evicted(self) -> int:
+        """Frames dropped by count or age (or pushed already too old) since the last clear()."""
+        with self._lock:
+            return self._evicted
+
+    @property
+    def memory_bound_bytes(self) -> int:
+        """max_frames x D x h x w x 4 bytes, for the largest frame pushed (0 before any push)."""
+        with self._lock:
+            return self.max_frames * self._frame_bytes
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the embeddings held now."""
+        with self._lock:
+            return sum(frame.embedding.nbytes for frame in self._frames.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._stamps.clear()
+            self._frames.clear()
+            self._frame_bytes = 0
+            self._evicted = 0
+
+    def push(self, stamp_ns: int, embedding: np.ndarray, image_size: tuple[int, int]) -> bool:
+        """Store a copy of `embedding` (D, h, w) or (1, D, h, w) under `stamp_ns`.
+
+        `image_size` is the (height, width) of the camera image the embedding was computed from.
+        A frame with a stamp already held replaces it. Returns False when the frame is older than
+        `max_age_s` before the newest stamp (or older than every kept frame of a full buffer):
+        it is not kept.
+        """
+        stamp = _stamp(stamp_ns)
+        array = np.asarray(embedding)
+        if array.ndim == 4 and array.shape[0] == 1:
+            array = array[0]
+        if array.ndim != 3 or 0 in array.shape:
+            raise ValueError(f'embedding must be (D, h, w) or (1, D, h, w) with no empty axis, '
+                             f'got {array.shape}; pass the backend output for one image')
+        size = _image_size(image_size)
+        # A copy: backends may reuse their output buffers on the next infer() call.
+        stored = np.array(array, dtype=np.float32, order='C', copy=True)  # D, h, w
+        frame = Frame(stamp, stored, size)
+        with self._lock:
+            self._frame_bytes = max(self._frame_bytes, stored.nbytes)
+            if stamp not in self._frames:
+                bisect.insort(self._stamps, stamp)
+            self._frames[stamp] = frame
+            self._evict()
+            kept = stamp in self._frames
+        if not kept:
+            logger.debug('frame %d not kept: older than max_age_s=%g before the newest frame '
+                         'or than every kept frame', stamp, self.max_age_s)
+        return kept
+
+    def find(self, stamp_ns: int, tolerance_ns: int = 0) -> Lookup:
+        """The frame stamped `stamp_ns`, else the nearest one within `tolerance_ns` (the earlier
+        on a tie), with the reason on a miss."""
+        stamp = _stamp(stamp_ns)
+        tolerance = _stamp(tolerance_ns)
+        if tolerance < 0:
+            raise ValueError(f'tolerance_ns must be >= 0, got {tolerance}')
+        with self._lock:
+            if not self._stamps:
+                return Lookup(None, MISS_EMPTY)
+            exact = self._frames.get(stamp)
+            if exact is not None:
+                return Lookup(exact, None)
+            i = bisect.bisect_left(self._stamps, stamp)
+            # Neighbours: the latest stamp before and the earliest stamp after.
+            candidates = self._stamps[max(i - 1, 0):i + 1]
+            best = min(candidates, key=lambda s: (abs(s - stamp), s))
+            if abs(best - stamp) <= tolerance:
+                return Lookup(self._frames[best], None)
+            if stamp < self._stamps[0]:
+                return Lookup(None, MISS_EVICTED)
+            if stamp > self._stamps[-1]:
+                return Lookup(None, MISS_FUTURE)
+            return Lookup(None, MISS_NO_MATCH)
+
+    def lookup(self, stamp_ns: int, tolerance_ns: int = 0) -> Frame | None:
+        """The exact frame, else the nearest within `tolerance_ns`; None on a miss (see
+        `miss_reason` or use `find` to get both at once)."""
+        return self.find(stamp_ns, tolerance_ns).frame
+
+    def miss_reason(self, stamp_ns: int, tolerance_ns: int = 0) -> str | None:
+        """Why `lookup(stamp_ns, tolerance_ns)` misses (a MISS_* string); None if it hits."""
+        return self.find(stamp_ns, tolerance_ns).reason
+
+    def _evict(self) -> None:
+        """Drop frames older than max_age before the newest, then the oldest beyond max_frames.
+
+        Caller holds the lock."""
+        oldest_kept = self._stamps[-1] - self._max_age_ns
+        cut = bisect.bisect_left(self._stamps, oldest_kept)  # stamps[:cut] are too old
+        cut = max(cut, len(self._stamps) - self.max_frames)
+        if cut > 0:
+            for stamp in self._stamps[:cut]:
+                del self._frames[stamp]
+            del self._stamps[:cut]
+            self._evicted += cut
+
+
+def _stamp(value: int) -> int:
+    if isinstance(value, bool):
+        raise TypeError(f'stamps are integer nanoseconds, got {value!r}')
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f'stamps are integer nanoseconds, got {type(value).__name__} '
+                        f'{value!r}; use sec * 10**9 + nanosec from the header stamp') from None
+
+
+def _image_size(image_size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        height, width = (operator.index(v) for v in image_size)
+    except (TypeError, ValueError):
+        raise ValueError(f'image_size must be (height, width) ints, got {image_size!r}') from None
+    if height < 1 or width < 1:
+        raise ValueError(f'image_size must be positive (height, width), got {image_size!r}')
+    return height, width

@@ -1,0 +1,140 @@
+"""FrameBuffer: eviction by count and age, out-of-order stamps, lookup, miss reasons, memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from contrast_semask_ros.frames import (
+    MISS_EMPTY,
+    MISS_EVICTED,
+    MISS_FUTURE,
+    MISS_NO_MATCH,
+    FrameBuffer,
+    Lookup,
+    frame_bytes,
+)
+
+MS = 1_000_000  # ns
+SIZE = (16, 24)  # camera height, width
+
+
+def _emb(value: float = 0.0, shape: tuple[int, int, int] = (4, 4, 6)) -> np.ndarray:
+    return np.full(shape, value, np.float32)
+
+
+def _buffer(stamps_ms: list[int], max_frames: int = 10, max_age_s: float = 10.0) -> FrameBuffer:
+    buffer = FrameBuffer(max_frames, max_age_s)
+    for stamp in stamps_ms:
+        buffer.push(stamp * MS, _emb(stamp), SIZE)
+    return buffer
+
+
+@pytest.mark.parametrize('max_frames, max_age_s', [(0, 1.0), (-1, 1.0), (1.5, 1.0), (True, 1.0),
+                                                   (1, 0.0), (1, -2.0), (1, float('nan')),
+                                                   (1, float('inf'))])
+def test_rejects_bad_arguments(max_frames: int, max_age_s: float) -> None:
+    with pytest.raises(ValueError, match='max_frames|max_age_s'):
+        FrameBuffer(max_frames, max_age_s)
+
+
+def test_evicts_the_oldest_beyond_max_frames() -> None:
+    buffer = _buffer([10, 20, 30, 40, 50], max_frames=3)
+    assert len(buffer) == 3
+    assert buffer.stamps == (30 * MS, 40 * MS, 50 * MS)
+    assert buffer.evicted == 2
+
+
+def test_evicts_by_age_relative_to_the_newest_stamp() -> None:
+    buffer = _buffer([0, 500, 1000], max_age_s=1.0)
+    assert buffer.stamps == (0, 500 * MS, 1000 * MS)  # exactly max_age old is kept
+    buffer.push(1200 * MS, _emb(), SIZE)
+    assert buffer.stamps == (500 * MS, 1000 * MS, 1200 * MS)
+    buffer.push(5000 * MS, _emb(), SIZE)  # a jump evicts everything older than 4 s
+    assert buffer.stamps == (5000 * MS,)
+    assert buffer.evicted == 4
+
+
+def test_out_of_order_pushes_are_sorted_and_bounded() -> None:
+    buffer = _buffer([30, 10, 20], max_frames=3, max_age_s=1.0)
+    assert buffer.stamps == (10 * MS, 20 * MS, 30 * MS)
+    assert buffer.push(15 * MS, _emb(), SIZE)  # full: the oldest (10) goes, 15 stays
+    assert buffer.stamps == (15 * MS, 20 * MS, 30 * MS)
+    assert not buffer.push(5 * MS, _emb(), SIZE)  # older than every kept frame of a full buffer
+    buffer = _buffer([2000], max_age_s=1.0)
+    assert not buffer.push(500 * MS, _emb(), SIZE)  # 1.5 s older than the newest
+    assert buffer.stamps == (2000 * MS,)
+
+
+def test_same_stamp_replaces_the_frame() -> None:
+    buffer = _buffer([10])
+    buffer.push(10 * MS, _emb(7.0), (32, 48))
+    assert len(buffer) == 1
+    frame = buffer.lookup(10 * MS)
+    assert frame is not None and frame.embedding[0, 0, 0] == 7.0 and frame.image_size == (32, 48)
+
+
+def test_exact_and_tolerance_lookup() -> None:
+    buffer = _buffer([100, 200])
+    exact = buffer.lookup(100 * MS)
+    assert exact is not None and exact.stamp_ns == 100 * MS and exact.image_size == SIZE
+    assert exact.embedding[0, 0, 0] == 100.0
+    assert buffer.lookup(140 * MS) is None  # tolerance 0: exact only
+    assert buffer.lookup(140 * MS, 50 * MS).stamp_ns == 100 * MS
+    assert buffer.lookup(160 * MS, 50 * MS).stamp_ns == 200 * MS
+    assert buffer.lookup(150 * MS, 50 * MS).stamp_ns == 100 * MS  # tie: the earlier
+    assert buffer.lookup(230 * MS, 30 * MS).stamp_ns == 200 * MS
+    assert buffer.lookup(np.int64(200 * MS)).stamp_ns == 200 * MS
+
+
+def test_miss_reasons() -> None:
+    assert FrameBuffer(3, 1.0).find(5) == Lookup(None, MISS_EMPTY)
+    buffer = _buffer([100, 200])
+    assert buffer.miss_reason(50 * MS) == MISS_EVICTED
+    assert buffer.miss_reason(250 * MS) == MISS_FUTURE
+    assert buffer.miss_reason(150 * MS, 10 * MS) == MISS_NO_MATCH
+    assert buffer.miss_reason(90 * MS, 10 * MS) is None  # a hit
+    hit = buffer.find(200 * MS)
+    assert hit.reason is None and hit.frame is not None and hit.frame.stamp_ns == 200 * MS
+    miss = buffer.find(250 * MS, 10 * MS)
+    assert miss.frame is None and miss.reason == MISS_FUTURE
+
+
+def test_memory_bound_is_max_frames_times_d_h_w_4() -> None:
+    buffer = FrameBuffer(30, 2.0)
+    assert buffer.memory_bound_bytes == 0
+    # D = 64 at 544x1024, stride 4: 136 x 256 x 64 x 4 bytes = 8.9 MB per frame.
+    assert frame_bytes(64, 136, 256) == 136 * 256 * 64 * 4 == 8_912_896
+    buffer.push(0, np.zeros((64, 136, 256), np.float32), (544, 1024))
+    assert buffer.memory_bound_bytes == 30 * 8_912_896
+    assert buffer.nbytes == 8_912_896
+    buffer.clear()
+    assert len(buffer) == 0 and buffer.memory_bound_bytes == 0 and buffer.evicted == 0
+
+
+def test_push_copies_the_embedding() -> None:
+    source = _emb(1.0)
+    buffer = FrameBuffer(2, 1.0)
+    buffer.push(1, source, SIZE)
+    source[...] = -5.0  # a backend reusing its output buffer
+    frame = buffer.lookup(1)
+    assert frame is not None and (frame.embedding == 1.0).all()
+    buffer.push(2, np.ones((1, 4, 3, 5), np.float64), SIZE)  # backend layout, float64
+    frame = buffer.lookup(2)
+    assert frame.embedding.shape == (4, 3, 5) and frame.embedding.dtype == np.float32
+    assert frame.embedding.flags.c_contiguous
+
+
+def test_rejects_bad_inputs() -> None:
+    buffer = FrameBuffer(2, 1.0)
+    with pytest.raises(ValueError, match=r'\(D, h, w\)'):
+        buffer.push(1, np.zeros((4, 5), np.float32), SIZE)
+    with pytest.raises(ValueError, match='image_size'):
+        buffer.push(1, _emb(), (16,))
+    with pytest.raises(ValueError, match='image_size'):
+        buffer.push(1, _emb(), (0, 16))
+    with pytest.raises(TypeError, match='integer nanoseconds'):
+        buffer.push(1.5, _emb(), SIZE)
+    with pytest.raises(ValueError, match='tolerance_ns'):
+        buffer.lookup(1, -1)
+    assert len(buffer) == 0
