@@ -254,10 +254,12 @@ class PrototypeBank:
                 evicted += result.evicted
         invalid = patch.skipped_nonfinite + patch.skipped_excess + patch.skipped_degenerate
         if patch.skipped_nonfinite:
-            logger.warning('patch %d: %d region(s) of infinite cost skipped; publish a large '
+            # debug, not warning: callers count skipped_invalid and log it throttled (a node
+            # receiving a burst of bad masks must not flood its log)
+            logger.debug('patch %d: %d region(s) of infinite cost skipped; publish a large '
                            'finite cost for lethal terrain', stamp, patch.skipped_nonfinite)
         if patch.skipped_excess:
-            logger.warning('patch %d: %d region(s) beyond max_regions=%d skipped: the mask '
+            logger.debug('patch %d: %d region(s) beyond max_regions=%d skipped: the mask '
                            'should hold one constant cost per patch', stamp,
                            patch.skipped_excess, self.max_regions)
         logger.debug('patch %d: %d added, %d merged, %d small, %d evicted, %d invalid', stamp,
