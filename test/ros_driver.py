@@ -1,0 +1,292 @@
+"""The real-rclpy side of the node tests; run inside a private network namespace (ros_harness).
+
+    python test/ros_driver.py SCENARIO --model m.onnx --out result.json [--node-arg ARG ...]
+
+Starts `cost_map_node` as a subprocess (the installed console script, real rclpy and Fast DDS),
+drives it from a real rclpy probe node (publishing camera frames and patch costs, subscribing
+to every output, calling its parameter services), stops it with SIGINT and writes what it saw
+to a JSON file that test_node.py asserts on. Scenarios: main, params, bad_start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.srv import GetParameters, SetParameters
+from rclpy.node import Node
+from rclpy.parameter import Parameter, parameter_value_to_python
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from scenes import two_texture_scene
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+from std_srvs.srv import Trigger
+
+from contrast_semask_ros import codec
+
+H, W = 120, 200  # camera size; the test model's engine is 96x128
+FRAME_ID = 'camera_optical'
+OUTPUTS = ('cost', 'confidence', 'embedding', 'cost_overlay')
+NODE = Path(sys.executable).parent / 'cost_map_node'
+
+
+def header(sec: int, nanosec: int = 0) -> Header:
+    msg = Header(frame_id=FRAME_ID)
+    msg.stamp.sec, msg.stamp.nanosec = sec, nanosec
+    return msg
+
+
+def patch_mask(left: float, right: float) -> np.ndarray:
+    mask = np.full((H, W), np.nan, np.float32)
+    mask[60:110, 10:60] = left  # inside the grass half
+    mask[60:110, 130:190] = right  # inside the brick half
+    return mask
+
+
+class Probe(Node):
+    def __init__(self, ns: str = '', compressed: bool = False) -> None:
+        super().__init__('probe')
+        self.ns = ns
+        self.received: dict[str, list[Any]] = defaultdict(list)
+        self.diagnostics: list[Any] = []
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        for topic in OUTPUTS:
+            self.create_subscription(Image, f'{ns}/{topic}',
+                                     lambda m, t=topic: self.received[t].append(m), qos)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
+        self.pub_image = self.create_publisher(CompressedImage if compressed else Image,
+                                               f'{ns}/image', qos)
+        self.pub_patch = self.create_publisher(Image, f'{ns}/patch_cost', qos)
+        self.rgb, self.labels = two_texture_scene(H, W)
+        self.compressed = compressed
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.02)
+
+    def send_frame(self, sec: int, rgb: np.ndarray | None = None, encoding: str = 'rgb8') -> None:
+        rgb = self.rgb if rgb is None else rgb
+        if self.compressed:
+            msg = codec.fill_compressed(CompressedImage(), rgb, 'png', header=header(sec))
+        else:
+            msg = codec.fill_image(Image(), rgb, encoding, header(sec))
+        self.pub_image.publish(msg)
+
+    def send_patch(self, sec: int, mask: np.ndarray, encoding: str = '32FC1') -> None:
+        self.pub_patch.publish(codec.fill_image(Image(), mask, encoding, header(sec)))
+
+    def frames_until(self, topic: str, start_sec: int, count: int, timeout: float,
+                     condition=lambda msgs: True) -> int:
+        """Publish a frame every 0.1 s (stamps start_sec, +1, ...) until `count` messages on
+        `topic` and `condition(messages)`; publishing until replies arrive covers DDS matching.
+        Returns the next unused stamp."""
+        sec = start_sec
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.send_frame(sec)
+            sec += 1
+            self.spin_for(0.1)
+            if len(self.received[topic]) >= count and condition(self.received[topic]):
+                return sec
+        raise TimeoutError(f'{topic}: {len(self.received[topic])} messages after {timeout} s')
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
+        client = self.create_client(srv_type, name)
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise TimeoutError(f'service {name} not available')
+        future = client.call_async(request)
+        end = time.monotonic() + timeout
+        while not future.done() and time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.05)
+        if not future.done():
+            raise TimeoutError(f'service {name} did not answer')
+        return future.result()
+
+    def set_param(self, name: str, value: Any) -> dict[str, Any]:
+        request = SetParameters.Request(parameters=[Parameter(name, value=value)
+                                                    .to_parameter_msg()])
+        result = self.call(SetParameters, f'{self.ns}/cost_map/set_parameters', request)
+        return {'successful': result.results[0].successful, 'reason': result.results[0].reason}
+
+    def get_params(self, names: list[str]) -> dict[str, Any]:
+        result = self.call(GetParameters, f'{self.ns}/cost_map/get_parameters',
+                           GetParameters.Request(names=names))
+        return {n: parameter_value_to_python(v) for n, v in zip(names, result.values,
+                                                                strict=True)}
+
+    def counters(self) -> dict[str, float]:
+        """The newest /diagnostics key-values of the cost map node."""
+        for array in reversed(self.diagnostics):
+            for status in array.status:
+                if 'cost map' in status.name:
+                    return {kv.key: float(kv.value) for kv in status.values}
+        return {}
+
+
+def describe(msg: Image) -> dict[str, Any]:
+    return {'sec': msg.header.stamp.sec, 'nanosec': msg.header.stamp.nanosec,
+            'frame_id': msg.header.frame_id, 'encoding': msg.encoding,
+            'height': msg.height, 'width': msg.width, 'step': msg.step}
+
+
+def halves(msg: Image) -> tuple[float, float, float]:
+    """Mean cost left (grass) and right (brick) away from the boundary, unknown fraction."""
+    cost = codec.image_to_array(msg)
+    with warnings.catch_warnings():  # the mean of an all-NaN (unknown) half is NaN
+        warnings.simplefilter('ignore', RuntimeWarning)
+        return (float(np.nanmean(cost[:, :80])), float(np.nanmean(cost[:, 120:])),
+                float(np.isnan(cost).mean()))
+
+
+def start_node(args: argparse.Namespace, extra: list[str]) -> subprocess.Popen[str]:
+    # rcl applies --params-file and -p in order, the later winning: the test's own arguments
+    # (a params file) go first, the scenario's -p overrides after them
+    argv = [str(NODE), '--ros-args', '-p', f'model_path:={args.model}', *args.node_arg,
+            *extra]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def stop_node(proc: subprocess.Popen[str], result: dict[str, Any]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        output, _ = proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+        result['sigint_timeout'] = True
+    result['exit_code'] = proc.returncode
+    result['node_log'] = output[-6000:]
+
+
+def scenario_main(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    proc = start_node(args, ['-p', 'bank_size:=32', '-p', 'buffer_frames:=10',
+                             '-p', 'diagnostics_period_s:=0.5'])
+    try:
+        sec = probe.frames_until('cost', 100, 1, timeout=60)
+        sec = probe.frames_until('embedding', sec, 1, timeout=10)
+        result['first'] = {t: describe(probe.received[t][0]) for t in OUTPUTS
+                           if probe.received[t]}
+        result['sent_stamps'] = list(range(100, sec))
+        result['before_patch'] = halves(probe.received['cost'][-1])
+        # a patch on a frame the node has processed; the cost converges to the measured values
+        processed = probe.received['cost'][-1].header.stamp.sec
+        probe.send_patch(processed, patch_mask(0.2, 0.9))
+        sec = probe.frames_until(
+            'cost', sec, 1, timeout=20,
+            condition=lambda msgs: halves(msgs[-1])[2] < 0.5 and abs(
+                halves(msgs[-1])[0] - 0.2) < 0.05)
+        probe.spin_for(0.3)
+        result['after_patch'] = halves(probe.received['cost'][-1])
+        # run-time parameters: validated by the node's on-set callback / read-only descriptors
+        result['set_temperature'] = probe.set_param('temperature', 0.05)
+        result['set_bad_temperature'] = probe.set_param('temperature', -1.0)
+        result['set_bank_size'] = probe.set_param('bank_size', 8)
+        result['params_now'] = probe.get_params(['temperature', 'bank_size'])
+        # malformed and hostile inputs, one at a time (a burst of frames would be collapsed by
+        # the image subscription's keep-last depth 1): each is survived and counted
+        good = len(probe.received['cost'])
+        bad = codec.fill_image(Image(), probe.rgb, 'rgb8', header(sec))
+        bad.data = bytes(bad.data)[:100]  # data shorter than step * height
+        hostile = [
+            lambda: probe.pub_image.publish(bad),
+            lambda: probe.send_frame(sec + 1, np.zeros((H, W), np.float32), '32FC1'),
+            lambda: probe.send_frame(sec + 2, np.zeros((H, W), np.uint8), 'mono8'),
+            lambda: probe.send_frame(sec + 3, np.ascontiguousarray(probe.rgb[:60, :100])),
+            lambda: probe.send_patch(processed, np.full((H, W), np.nan, np.float32)),
+            lambda: probe.send_patch(processed, np.where(np.isnan(patch_mask(1, 1)), np.nan,
+                                                         np.inf).astype(np.float32)),
+            lambda: probe.send_patch(1, patch_mask(0.5, 0.5)),  # long evicted frame
+            lambda: probe.send_patch(10_000, patch_mask(0.5, 0.5)),  # a future frame
+            lambda: probe.send_patch(processed, np.zeros((H, W, 3), np.uint8), 'rgb8'),
+        ]
+        for send in hostile:
+            send()
+            probe.spin_for(0.25)
+        for i in range(50):  # a burst: the reliable depth-10 subscription may drop some
+            probe.send_patch(processed, patch_mask(0.2 + i * 1e-3, 0.9))
+        probe.spin_for(0.5)
+        sec = probe.frames_until('cost', sec + 10, good + 3, timeout=20)
+        result['after_bad_inputs'] = halves(probe.received['cost'][-1])
+        result['last_cost'] = describe(probe.received['cost'][-1])
+        result['services'] = {name: probe.call(Trigger, f'/cost_map/{name}',
+                                               Trigger.Request()).success
+                              for name in ('save_bank', 'reset_bank')}
+        probe.spin_for(1.2)
+        result['diagnostics'] = probe.counters()
+    finally:
+        stop_node(proc, result)
+    return result
+
+
+def scenario_params(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    proc = start_node(args, ['-r', '__ns:=/robot1', '-p', 'temperature:=0.2'])
+    try:
+        sec = probe.frames_until('cost', 100, 3, timeout=60)
+        result['params'] = probe.get_params(
+            ['temperature', 'min_confidence', 'publish_embedding', 'image_transport',
+             'bank_size'])
+        probe.spin_for(0.5)
+        result['embedding_messages'] = len(probe.received['embedding'])
+        result['cost'] = describe(probe.received['cost'][-1])
+        result['last_sent'] = sec - 1
+    finally:
+        stop_node(proc, result)
+    return result
+
+
+def scenario_bad_start(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for name, extra in (('missing_model', ['-p', 'model_path:=/nonexistent/model.onnx']),
+                        ('size_mismatch', ['-p', 'input_height:=100']),
+                        ('bank_too_large', ['-p', 'bank_size:=4096'])):
+        proc = start_node(args, extra)
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        result[name] = {'exit_code': proc.returncode, 'log': output[-3000:]}
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument('scenario', choices=['main', 'params', 'bad_start'])
+    parser.add_argument('--model', required=True)
+    parser.add_argument('--out', required=True, type=Path)
+    parser.add_argument('--node-arg', action='append', default=[])
+    parser.add_argument('--compressed', action='store_true')
+    parser.add_argument('--ns', default='')
+    args = parser.parse_args()
+    if args.scenario == 'bad_start':
+        result = scenario_bad_start(args)
+    else:
+        rclpy.init()
+        probe = Probe(args.ns, args.compressed)
+        try:
+            run = scenario_main if args.scenario == 'main' else scenario_params
+            result = run(args, probe)
+            result['received'] = {t: [describe(m) for m in probe.received[t]] for t in OUTPUTS}
+        finally:
+            probe.destroy_node()
+            rclpy.try_shutdown()
+    args.out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Run a command inside a private network namespace, so no DDS packet leaves loopback.
+
+Every test that starts DDS (any rclpy node) goes through `run_sealed`: the command runs under
+`unshare --net` (as root, or as a mapped root in a new user namespace otherwise), the namespace's
+loopback is brought up, and the environment sets `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` and a
+per-run `ROS_DOMAIN_ID`. The namespace has no other interface, so even a misconfigured
+participant cannot reach the network. Tests skip with the reason when no namespace can be made.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+# inside the namespace: loopback up (with multicast, which Fast DDS may use on it), then exec
+_BRING_UP_LO = 'ip link set lo up && ip link set lo multicast on && exec "$@"'
+
+
+@functools.cache
+def _unshare_prefix() -> tuple[str, ...] | None:
+    if shutil.which('unshare') is None or shutil.which('ip') is None:
+        return None
+    for prefix in (('unshare', '--net'), ('unshare', '--user', '--map-root-user', '--net')):
+        probe = subprocess.run([*prefix, 'sh', '-c', _BRING_UP_LO, 'sh', 'true'],
+                               capture_output=True, timeout=30)
+        if probe.returncode == 0:
+            return prefix
+    return None
+
+
+def netns_unavailable_reason() -> str | None:
+    """None when sealed runs work here, else why not (for pytest.skip)."""
+    if _unshare_prefix() is None:
+        return ('cannot create a private network namespace (needs `unshare` and `ip` from '
+                'util-linux/iproute2, and root or unprivileged user namespaces); DDS tests are '
+                'never run on the open network')
+    return None
+
+
+def sealed_env(domain_id: int | None = None) -> dict[str, str]:
+    """The environment for DDS inside the namespace: localhost discovery, own domain."""
+    env = dict(os.environ)
+    env.pop('ROS_LOCALHOST_ONLY', None)  # deprecated on Jazzy, ignored by Kilted
+    env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+    env['ROS_DOMAIN_ID'] = str(domain_id if domain_id is not None else 1 + os.getpid() % 100)
+    env['PYTHONUNBUFFERED'] = '1'
+    return env
+
+
+def run_sealed(argv: Sequence[str], timeout: float, domain_id: int | None = None,
+               cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess[str]:
+    """Run argv in a fresh private network namespace with the sealed DDS environment."""
+    prefix = _unshare_prefix()
+    if prefix is None:
+        raise RuntimeError(netns_unavailable_reason())
+    return subprocess.run([*prefix, 'sh', '-c', _BRING_UP_LO, 'sh', *argv],
+                          env=sealed_env(domain_id), capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd)

@@ -1,0 +1,122 @@
+"""cost_map_node as a real subprocess (real rclpy + Fast DDS from the ros-jazzy wheels), driven by
+a real rclpy probe node (ros_driver.py). Every run is sealed in a private network namespace
+(ros_harness.py): no DDS packet leaves loopback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import TextureModel
+from ros_harness import netns_unavailable_reason, run_sealed
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytest.importorskip('rclpy', reason='needs the real rclpy wheels (requirements/ros-jazzy.txt)')
+if (_reason := netns_unavailable_reason()) is not None:
+    pytest.skip(_reason, allow_module_level=True)
+
+HERE = Path(__file__).resolve().parent
+H, W = 120, 200
+
+
+def _drive(scenario: str, model: Path, out_dir: Path, *extra: str,
+           domain_id: int) -> dict[str, Any]:
+    out = out_dir / f'{scenario}.json'
+    proc = run_sealed([sys.executable, str(HERE / 'ros_driver.py'), scenario, '--model',
+                       str(model), '--out', str(out), *extra], timeout=240,
+                      domain_id=domain_id, cwd=out_dir)
+    assert proc.returncode == 0 and out.is_file(), (
+        f'driver failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}')
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope='module')
+def main_run(texture_model: TextureModel, tmp_path_factory: pytest.TempPathFactory
+             ) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp('node_main')
+    return _drive('main', texture_model.onnx, root, '--node-arg=-p',
+                  f'--node-arg=bank_save_path:={root / "bank.npz"}', domain_id=41) | {
+                      'root': str(root)}
+
+
+def test_outputs_carry_the_input_header_encoding_and_size(main_run: dict[str, Any]) -> None:
+    sent = set(main_run['sent_stamps'])
+    for topic, (encoding, height, width) in {
+            'cost': ('32FC1', H, W), 'confidence': ('32FC1', H, W),
+            'embedding': ('32FC32', 24, 32), 'cost_overlay': ('rgb8', H, W)}.items():
+        first = main_run['first'][topic]
+        assert (first['encoding'], first['height'], first['width']) == (encoding, height,
+                                                                       width), topic
+        assert first['sec'] in sent and first['frame_id'] == 'camera_optical', topic
+    for msgs in main_run['received'].values():
+        assert all(m['frame_id'] == 'camera_optical' and m['nanosec'] == 0 for m in msgs)
+
+
+def test_cost_converges_to_the_measured_patch_cost(main_run: dict[str, Any]) -> None:
+    assert main_run['before_patch'][2] == 1.0  # empty bank: everything unknown (NaN)
+    grass, brick, unknown = main_run['after_patch']
+    assert abs(grass - 0.2) < 0.05 and abs(brick - 0.9) < 0.05 and unknown < 0.5
+
+
+def test_parameters_change_at_run_time_only_when_valid(main_run: dict[str, Any]) -> None:
+    assert main_run['set_temperature']['successful']
+    assert not main_run['set_bad_temperature']['successful']
+    assert 'temperature' in main_run['set_bad_temperature']['reason']
+    assert not main_run['set_bank_size']['successful']  # read-only
+    assert main_run['params_now'] == {'temperature': 0.05, 'bank_size': 32}
+
+
+def test_bad_inputs_are_survived_and_counted(main_run: dict[str, Any]) -> None:
+    diag = main_run['diagnostics']
+    assert diag['frames_rejected'] >= 2  # short data, 32FC1 on the camera topic
+    assert diag['size_changes'] >= 1
+    assert diag['patches_rejected'] >= 1  # an rgb8 "mask"
+    assert diag['patch_misses'] >= 2  # evicted and future frames
+    assert diag['patch_regions_invalid'] >= 1  # infinite cost
+    assert diag['patches_empty'] >= 2  # all-NaN mask, the infinite one
+    assert diag['patches_in'] >= 16 and diag['frames_out'] >= 5
+    assert diag['bank_size'] >= 0 and diag['infer_ms median'] > 0
+    # still learning and publishing afterwards, with the camera's header
+    grass, brick, _ = main_run['after_bad_inputs']
+    assert abs(grass - 0.2) < 0.1 and abs(brick - 0.9) < 0.1
+    assert main_run['last_cost']['height'] == H
+    assert main_run['services'] == {'save_bank': True, 'reset_bank': True}
+    assert (Path(main_run['root']) / 'bank.npz').is_file()
+
+
+def test_sigint_exits_cleanly(main_run: dict[str, Any]) -> None:
+    assert main_run['exit_code'] == 0 and not main_run.get('sigint_timeout'), \
+        main_run['node_log']
+    assert 'Traceback' not in main_run['node_log']
+
+
+def test_params_file_p_overrides_namespace_and_compressed_input(
+        texture_model: TextureModel, tmp_path: Path) -> None:
+    params = tmp_path / 'params.yaml'
+    params.write_text('/**:\n  ros__parameters:\n    publish_embedding: false\n'
+                      '    min_confidence: 0.3\n    image_transport: compressed\n'
+                      '    bank_size: 16\n    temperature: 0.5\n')
+    run = _drive('params', texture_model.onnx, tmp_path, '--ns', '/robot1', '--compressed',
+                 '--node-arg=--params-file', f'--node-arg={params}', domain_id=42)
+    # the file applies under the /robot1 namespace (keyed /**:); a -p given after it wins
+    assert run['params'] == {'temperature': 0.2, 'min_confidence': 0.3,
+                             'publish_embedding': False, 'image_transport': 'compressed',
+                             'bank_size': 16}
+    assert run['embedding_messages'] == 0
+    assert (run['cost']['height'], run['cost']['width'], run['cost']['encoding']) == (
+        H, W, '32FC1')
+    assert run['exit_code'] == 0
+
+
+def test_bad_parameters_refuse_to_start_with_a_clear_message(
+        texture_model: TextureModel, tmp_path: Path) -> None:
+    run = _drive('bad_start', texture_model.onnx, tmp_path, domain_id=43)
+    expected = {'missing_model': 'is not a file', 'size_mismatch': 'was built for 128x96',
+                'bank_too_large': 'bank_size must be in [1, 32]'}
+    for case, text in expected.items():
+        assert run[case]['exit_code'] == 1, run[case]['log']
+        assert text in run[case]['log'], run[case]['log']
+        assert 'Traceback' not in run[case]['log']
