@@ -228,17 +228,19 @@ class CostMapNode(Node):
         processed = time.perf_counter()
         header = msg.header
         self.pub_cost.publish(codec.fill_image(Image(), result.cost, '32FC1', header))
-        if self.pub_confidence is not None:
+        # confidence and the 8.9 MB embedding (D = 64 at 544x1024) cost ~7 ms to encode and
+        # serialise: skipped while nobody subscribes (bench/RESULTS.md)
+        if _subscribed(self.pub_confidence):
             self.pub_confidence.publish(
                 codec.fill_image(Image(), result.confidence, '32FC1', header))
-        if self.pub_embedding is not None:
+        if _subscribed(self.pub_embedding):
             hwc = codec.embedding_to_hwc(result.embedding)
             self.pub_embedding.publish(
                 codec.fill_image(Image(), hwc, f'32FC{hwc.shape[2]}', header))
-        if self.pub_overlay.get_subscription_count() > 0:
+        if _subscribed(self.pub_overlay):
             overlay = cost_overlay(rgb, result.cost, self.params['overlay_max_cost'])
             self.pub_overlay.publish(codec.fill_image(Image(), overlay, 'rgb8', header))
-        if self.pub_viz.get_subscription_count() > 0:
+        if _subscribed(self.pub_viz):
             viz = embedding_colours(result.embedding)
             self.pub_viz.publish(codec.fill_image(Image(), viz, 'rgb8', header))
         done = time.perf_counter()
@@ -359,6 +361,10 @@ def _qos(depth: int, reliability: str, name: str) -> QoSProfile:
                            f'>= 1, got {reliability!r}, {depth}')
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
                       reliability=policies[reliability], durability=DurabilityPolicy.VOLATILE)
+
+
+def _subscribed(publisher: Any) -> bool:
+    return publisher is not None and publisher.get_subscription_count() > 0
 
 
 def _stamp_ns(header: Any) -> int:

@@ -27,6 +27,7 @@ CONSOLE_SCRIPTS = {
     'contrast-semask-train': 'contrast_semask_train.train:main',
     'contrast-semask-eval': 'contrast_semask_train.evaluate:main',
     'contrast-semask-export': 'contrast_semask_train.export:main',
+    'contrast-semask-replay': 'contrast_semask_ros.replay:main',
     'cost_map_node': 'contrast_semask_ros.node:main',
 }
 
