@@ -8,7 +8,7 @@ Reads rosbag2 (mcap or sqlite3, metadata versions 8 and 9) and ROS 1 bags throug
 messages go through the very Pipeline object the node uses, in recording order (the order the
 node would have received them), as fast as possible or paced at the recorded rate. DIR gets,
 written atomically (a temporary directory renamed at the end):
-- `replay.mcap/`: a rosbag2 with the input camera and `<ns>/embedding`, `cost`, `confidence`,
+- `replay_bag/`: a rosbag2 (mcap) with the input camera and `<ns>/embedding`, `cost`, `confidence`,
   `cost_overlay`, each stamped like its input frame (for `ros2 bag play` and rviz);
 - `report.json`: latency per stage (median, p95, p99), throughput, held-out cost accuracy
   (every k-th patch message is withheld from the bank and compared with the propagated cost in
@@ -234,7 +234,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
                if gt_topic else [])
         compressed = 'Compressed' in cams[0].msgtype
         camera_type = cams[0].msgtype if reader.is2 else 'sensor_msgs/msg/Image'
-        outputs = _Outputs(out_dir / 'replay.mcap', image_topic, camera_type, namespace)
+        outputs = _Outputs(out_dir / 'replay_bag', image_topic, camera_type, namespace)
         total = sum(c.msgcount for c in (*cams, *patches, *gts))
         bar = _progress(total, progress)
         gt_by_stamp: dict[int, np.ndarray] = {}
@@ -294,7 +294,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
         wall = time.perf_counter() - wall_start
         outputs.close()
         # ground truth may come after its frame in the bag: compare once everything is read
-        gt_errors = _ground_truth_errors(out_dir / 'replay.mcap', namespace, gt_by_stamp)
+        gt_errors = _ground_truth_errors(out_dir / 'replay_bag', namespace, gt_by_stamp)
     finally:
         reader.close()
     frames = len(rec.frame_stamps)

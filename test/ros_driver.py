@@ -5,7 +5,8 @@
 Starts `cost_map_node` as a subprocess (the installed console script, real rclpy and Fast DDS),
 drives it from a real rclpy probe node (publishing camera frames and patch costs, subscribing
 to every output, calling its parameter services), stops it with SIGINT and writes what it saw
-to a JSON file that test_node.py asserts on. Scenarios: main, params, bad_start.
+to a JSON file that test_node.py asserts on. Scenarios: main, params, bad_start, and bag (plays
+a drive bag into the node for comparison with contrast-semask-replay).
 """
 
 from __future__ import annotations
@@ -263,9 +264,52 @@ def scenario_bad_start(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def scenario_bag(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
+    """Play a drive bag into the node in recording order, one frame at a time (each frame waits
+    for its cost, so none is dropped), and save every cost image by stamp for comparison with
+    `contrast-semask-replay` on the same bag."""
+    from rosbags.highlevel import AnyReader
+
+    result: dict[str, Any] = {}
+    proc = start_node(args, ['-p', f'bank_size:={args.bank_size}', '-p', 'buffer_frames:=30'])
+    costs: dict[str, np.ndarray] = {}
+    try:
+        probe.frames_until('cost', 1, 1, timeout=60)  # warm-up frames (stamps 1, 2, ...)
+        probe.call(Trigger, '/cost_map/reset_bank', Trigger.Request())
+        with AnyReader([Path(args.bag)]) as reader:
+            conns = [c for c in reader.connections
+                     if c.topic in ('/camera/image_raw', '/traversal/patch_cost')]
+            for conn, _, raw in reader.messages(connections=conns):
+                msg = reader.deserialize(raw, conn.msgtype)
+                stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                image = Image(header=header(*stamp), height=msg.height, width=msg.width,
+                              encoding=msg.encoding, is_bigendian=msg.is_bigendian,
+                              step=msg.step, data=bytes(msg.data))
+                if conn.topic == '/traversal/patch_cost':
+                    probe.pub_patch.publish(image)
+                    probe.spin_for(0.3)  # let the node take it before the next frame
+                    continue
+                before = len(probe.received['cost'])
+                probe.pub_image.publish(image)
+                end = time.monotonic() + 20
+                while len(probe.received['cost']) == before and time.monotonic() < end:
+                    rclpy.spin_once(probe, timeout_sec=0.02)
+                out = probe.received['cost'][-1]
+                if (out.header.stamp.sec, out.header.stamp.nanosec) != stamp:
+                    raise RuntimeError(f'no cost for frame {stamp}')
+                costs[f'{stamp[0]}_{stamp[1]}'] = codec.image_to_array(out).copy()
+        np.savez(args.out.with_suffix('.npz'), **costs)
+        result['frames'] = len(costs)
+    finally:
+        stop_node(proc, result)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument('scenario', choices=['main', 'params', 'bad_start'])
+    parser.add_argument('scenario', choices=['main', 'params', 'bad_start', 'bag'])
+    parser.add_argument('--bag', default=None)
+    parser.add_argument('--bank-size', type=int, default=32)
     parser.add_argument('--model', required=True)
     parser.add_argument('--out', required=True, type=Path)
     parser.add_argument('--node-arg', action='append', default=[])
@@ -278,7 +322,8 @@ def main() -> int:
         rclpy.init()
         probe = Probe(args.ns, args.compressed)
         try:
-            run = scenario_main if args.scenario == 'main' else scenario_params
+            run = {'main': scenario_main, 'params': scenario_params,
+                   'bag': scenario_bag}[args.scenario]
             result = run(args, probe)
             result['received'] = {t: [describe(m) for m in probe.received[t]] for t in OUTPUTS}
         finally:
