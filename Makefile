@@ -15,7 +15,7 @@ PYTEST_ARGS ?=
 # (everything filtered) from failing the recipe, while pipefail still fails it when pip fails.
 PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
-.PHONY: help setup lint test clean
+.PHONY: help setup lint test demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -33,6 +33,26 @@ lint: setup ## ruff over the repository
 
 test: setup lint ## lint, then the whole test suite (PYTEST_ARGS='-m static' to select)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The whole loop on CPU in a few minutes: synthetic YCOR-format data, a micro contrastive model
+# trained from scratch, ONNX export, a synthetic drive bag (scenes the model never saw), replay
+# through the node's pipeline. Starts from scratch in $(DEMO) each time.
+DEMO := runs/demo
+BIN := $(VENV)/bin
+
+demo: setup ## set up, train a micro model on synthetic data, export, replay a drive bag, report
+	rm -rf $(DEMO)
+	$(BIN)/contrast-semask-data synth $(DEMO)/synth_raw --n 60 --seed 0
+	$(BIN)/contrast-semask-data convert-ycor $(DEMO)/synth_raw $(DEMO)/synth_ycor
+	$(BIN)/contrast-semask-train --config config/train/micro_contrastive.yaml \
+		--data $(DEMO)/synth_ycor --work-dir $(DEMO)/train
+	$(BIN)/contrast-semask-export onnx $(DEMO)/train/best.pt --height 128 --width 240 \
+		--bank-size 256 --out $(DEMO)/model.onnx
+	$(BIN)/contrast-semask-replay make-bag $(DEMO)/drive --frames 80 --size 272x512 --seed 1000
+	$(BIN)/contrast-semask-replay $(DEMO)/drive --model $(DEMO)/model.onnx \
+		--image-topic /camera/image_raw --patch-cost-topic /traversal/patch_cost \
+		--ground-truth-topic /ground_truth/cost --hold-out-every 5 --out $(DEMO)/replay
+	@echo "demo done: report $(DEMO)/replay/report.json, plots and contact_sheet.png beside it"
 
 clean: ## remove .venv, build outputs and caches
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache

@@ -118,12 +118,16 @@ class Recorder:
     coverage: list[float] = field(default_factory=list)  # known fraction per frame
     bank_sizes: list[int] = field(default_factory=list)
     frame_stamps: list[int] = field(default_factory=list)
-    gt_mae: list[float] = field(default_factory=list)  # per frame, known & labelled pixels
+    gt_abs_sum: float = 0.0  # over known, labelled pixels of every scored frame
+    gt_sq_sum: float = 0.0
+    gt_pixels: int = 0
+    gt_known_of_labelled: list[float] = field(default_factory=list)  # per scored frame
     held_out: list[RegionError] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
     patches_used: int = 0
     patches_held_out: int = 0
-    sheet: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = field(default_factory=list)
+    # contact sheet rows: [stamp, camera, cost overlay, ground-truth overlay or None]
+    sheet: list[list[Any]] = field(default_factory=list)
 
     def time(self, stage: str, ms: float) -> None:
         self.latency.setdefault(stage, []).append(ms)
@@ -237,7 +241,8 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
         outputs = _Outputs(out_dir / 'replay_bag', image_topic, camera_type, namespace)
         total = sum(c.msgcount for c in (*cams, *patches, *gts))
         bar = _progress(total, progress)
-        gt_by_stamp: dict[int, np.ndarray] = {}
+        pending_gt: dict[int, np.ndarray] = {}  # ground truth that came before its frame
+        gt_overlay = _GroundTruth(rec, max_cost)
         n_patch = 0
         wall_start = time.perf_counter()
         first_log: int | None = None
@@ -254,7 +259,14 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
                 rec.skipped[f'undecodable {conn.topic}'] += 1
                 continue
             if conn.topic == gt_topic:
-                gt_by_stamp[_stamp_ns(msg)] = codec.image_to_array(msg)
+                stamp = _stamp_ns(msg)
+                truth = codec.image_to_array(msg)
+                if stamp in recent:
+                    gt_overlay.score(stamp, recent[stamp], truth)
+                else:
+                    pending_gt[stamp] = truth
+                    while len(pending_gt) > pipeline.config.buffer_frames:
+                        pending_gt.pop(next(iter(pending_gt)))
                 continue
             if conn.topic == patch_topic:
                 n_patch += 1
@@ -287,14 +299,14 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
             recent[result.stamp_ns] = result.cost
             while len(recent) > pipeline.config.buffer_frames:
                 recent.pop(next(iter(recent)))
-            rec.sheet.append((rgb, overlay, None))
+            rec.sheet.append([result.stamp_ns, rgb, overlay, None])
             if len(rec.sheet) > 4 * SHEET_FRAMES:  # keep an evenly thinned sample
                 rec.sheet = rec.sheet[::2]
+            if result.stamp_ns in pending_gt:
+                gt_overlay.score(result.stamp_ns, result.cost, pending_gt.pop(result.stamp_ns))
         bar.close()
         wall = time.perf_counter() - wall_start
         outputs.close()
-        # ground truth may come after its frame in the bag: compare once everything is read
-        gt_errors = _ground_truth_errors(out_dir / 'replay_bag', namespace, gt_by_stamp)
     finally:
         reader.close()
     frames = len(rec.frame_stamps)
@@ -311,7 +323,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
         'coverage': {'final': rec.coverage[-1] if rec.coverage else 0.0,
                      'mean': float(np.mean(rec.coverage)) if rec.coverage else 0.0},
         'bank_size_final': rec.bank_sizes[-1] if rec.bank_sizes else 0,
-        'ground_truth': gt_errors,
+        'ground_truth': gt_overlay.summary(),
         'skipped': dict(rec.skipped),
         'config': pipeline.config.__dict__,
     }
@@ -349,33 +361,41 @@ def _patch(pipeline: Pipeline, msg: Any, rec: Recorder, recent: dict[int, np.nda
         rec.patches_used += 1
 
 
-def _ground_truth_errors(replay_bag: Path, namespace: str,
-                         gt_by_stamp: dict[int, np.ndarray]) -> dict[str, Any]:
-    """Per-pixel |cost - truth| over known, labelled pixels, from the written output bag."""
-    if not gt_by_stamp:
-        return {}
-    from rosbags.highlevel import AnyReader
+class _GroundTruth:
+    """Per-pixel |cost - truth| over known, labelled pixels (truth NaN = unlabelled), frame by
+    frame, so nothing grows with the bag; adds the truth's overlay to contact-sheet rows."""
 
-    errors, coverage = [], []
-    with AnyReader([replay_bag]) as reader:
-        conns = [c for c in reader.connections if c.topic == f'{namespace}/cost']
-        for conn, _, raw in reader.messages(connections=conns):
-            msg = reader.deserialize(raw, conn.msgtype)
-            truth = gt_by_stamp.get(_stamp_ns(msg))
-            if truth is None:
-                continue
-            cost = codec.image_to_array(msg)
-            labelled = np.isfinite(truth)
-            known = labelled & np.isfinite(cost)
-            coverage.append(float(known.sum() / max(labelled.sum(), 1)))
-            if known.any():
-                errors.append(np.abs(cost[known] - truth[known]))
-    if not errors:
-        return {'frames': 0}
-    flat = np.concatenate(errors)
-    return {'frames': len(coverage), 'mae': float(flat.mean()),
-            'rmse': float(np.sqrt((flat ** 2).mean())),
-            'known_of_labelled': float(np.mean(coverage))}
+    def __init__(self, rec: Recorder, max_cost: float) -> None:
+        self.rec, self.max_cost = rec, max_cost
+
+    def score(self, stamp: int, cost: np.ndarray, truth: np.ndarray) -> None:
+        rec = self.rec
+        if truth.shape != cost.shape:
+            rec.skipped['ground truth of another size'] += 1
+            return
+        labelled = np.isfinite(truth)
+        known = labelled & np.isfinite(cost)
+        err = cost[known] - truth[known]
+        rec.gt_abs_sum += float(np.abs(err).sum())
+        rec.gt_sq_sum += float((err ** 2).sum())
+        rec.gt_pixels += int(known.sum())
+        rec.gt_known_of_labelled.append(float(known.sum() / max(labelled.sum(), 1)))
+        for row in rec.sheet:
+            if row[0] == stamp:
+                from contrast_semask_ros.visualize import cost_overlay
+
+                row[3] = cost_overlay(row[1], truth, self.max_cost)
+
+    def summary(self) -> dict[str, Any]:
+        rec = self.rec
+        if not rec.gt_known_of_labelled:
+            return {}
+        out: dict[str, Any] = {'frames': len(rec.gt_known_of_labelled),
+                               'known_of_labelled': float(np.mean(rec.gt_known_of_labelled))}
+        if rec.gt_pixels:
+            out['mae'] = rec.gt_abs_sum / rec.gt_pixels
+            out['rmse'] = math.sqrt(rec.gt_sq_sum / rec.gt_pixels)
+        return out
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> None:
@@ -433,7 +453,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> None:
 
     if rec.sheet:
         picks = np.linspace(0, len(rec.sheet) - 1, min(SHEET_FRAMES, len(rec.sheet)))
-        rows = [np.concatenate(rec.sheet[int(i)][:2], axis=1) for i in picks.round()]
+        rows = []
+        for i in picks.round():
+            _, rgb, overlay, truth = rec.sheet[int(i)]
+            rows.append(np.concatenate([rgb, overlay] + ([truth] if truth is not None else []),
+                                       axis=1))  # camera | propagated cost | ground truth
         width = max(r.shape[1] for r in rows)
         rows = [np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0))) for r in rows]
         import cv2

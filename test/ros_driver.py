@@ -6,7 +6,8 @@ Starts `cost_map_node` as a subprocess (the installed console script, real rclpy
 drives it from a real rclpy probe node (publishing camera frames and patch costs, subscribing
 to every output, calling its parameter services), stops it with SIGINT and writes what it saw
 to a JSON file that test_node.py asserts on. Scenarios: main, params, bad_start, and bag (plays
-a drive bag into the node for comparison with contrast-semask-replay).
+a drive bag into the node for comparison with contrast-semask-replay), rate (for
+bench/bench_node_rate.py).
 """
 
 from __future__ import annotations
@@ -305,9 +306,47 @@ def scenario_bag(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     return result
 
 
+def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
+    """Publish camera frames at fixed rates and count the cost images that come back: the
+    highest rate with one output per input is what the node sustains without drops."""
+    import cv2
+
+    height, width = (int(v) for v in args.size.split('x'))
+    rgb = cv2.resize(probe.rgb, (width, height))
+    result: dict[str, Any] = {'size': [height, width], 'rates': {}}
+    proc = start_node(args, ['-p', f'bank_size:={args.bank_size}'])
+    try:
+        probe.frames_until('cost', 1, 1, timeout=60)
+        probe.send_patch(probe.received['cost'][-1].header.stamp.sec, cv2.resize(
+            patch_mask(0.2, 0.9), (width, height), interpolation=cv2.INTER_NEAREST))
+        sec = 1000
+        for rate in (float(r) for r in args.rates.split(',')):
+            probe.spin_for(1.0)  # drain
+            probe.received['cost'].clear()
+            first, sent = sec, 0
+            start = time.monotonic()
+            while time.monotonic() - start < args.seconds:
+                probe.send_frame(sec, rgb)
+                sec, sent = sec + 1, sent + 1
+                next_time = start + sent / rate
+                while time.monotonic() < next_time:
+                    rclpy.spin_once(probe, timeout_sec=max(0.0, next_time - time.monotonic()))
+            probe.spin_for(1.0)
+            got = {m.header.stamp.sec for m in probe.received['cost']}
+            result['rates'][str(rate)] = {'sent': sent, 'received': len(got & set(
+                range(first, sec)))}
+        result['diagnostics'] = probe.counters()
+    finally:
+        stop_node(proc, result)
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument('scenario', choices=['main', 'params', 'bad_start', 'bag'])
+    parser.add_argument('scenario', choices=['main', 'params', 'bad_start', 'bag', 'rate'])
+    parser.add_argument('--rates', default='5,10,20,40')
+    parser.add_argument('--seconds', type=float, default=3.0)
+    parser.add_argument('--size', default='544x1024')
     parser.add_argument('--bag', default=None)
     parser.add_argument('--bank-size', type=int, default=32)
     parser.add_argument('--model', required=True)
@@ -323,7 +362,7 @@ def main() -> int:
         probe = Probe(args.ns, args.compressed)
         try:
             run = {'main': scenario_main, 'params': scenario_params,
-                   'bag': scenario_bag}[args.scenario]
+                   'bag': scenario_bag, 'rate': scenario_rate}[args.scenario]
             result = run(args, probe)
             result['received'] = {t: [describe(m) for m in probe.received[t]] for t in OUTPUTS}
         finally:
