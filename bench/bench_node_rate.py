@@ -40,7 +40,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'rate.json'
         proc = run_sealed([sys.executable, str(REPO / 'test' / 'ros_driver.py'), 'rate',
-                           '--model', args.model, '--out', str(out), '--rates', args.rates,
+                           '--model', str(Path(args.model).resolve()), '--out', str(out),
+                           '--rates', args.rates,
                            '--seconds', str(args.seconds), '--size', args.size,
                            '--bank-size', str(args.bank_size),
                            *(f'--node-arg={a}' for a in args.node_arg)],
@@ -50,10 +51,11 @@ def main() -> int:
             return 1
         result = json.loads(out.read_text())
     diag = result['diagnostics']
-    for rate, counts in result['rates'].items():
-        _logger.info('| %s | %s Hz | %d | %d | %s |', args.size, rate, counts['sent'],
-                     counts['received'],
-                     'yes' if counts['received'] >= counts['sent'] else 'no')
+    _logger.info('| camera | rate | sent | node received | node processed | node dropped '
+                 '(busy) | cost images back |')
+    for rate, c in result['rates'].items():
+        _logger.info('| %s | %s Hz | %d | %d | %d | %d | %d |', args.size, rate, c['sent'],
+                     c['frames_in'], c['frames_out'], c['frames_dropped'], c['received'])
     _logger.info('node infer median %.1f ms, total median %.1f ms, publish median %.1f ms',
                  diag.get('infer_ms median', float('nan')),
                  diag.get('total_ms median', float('nan')),

@@ -314,7 +314,8 @@ def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     height, width = (int(v) for v in args.size.split('x'))
     rgb = cv2.resize(probe.rgb, (width, height))
     result: dict[str, Any] = {'size': [height, width], 'rates': {}}
-    proc = start_node(args, ['-p', f'bank_size:={args.bank_size}'])
+    proc = start_node(args, ['-p', f'bank_size:={args.bank_size}',
+                             '-p', 'diagnostics_period_s:=0.25'])
     try:
         probe.frames_until('cost', 1, 1, timeout=60)
         probe.send_patch(probe.received['cost'][-1].header.stamp.sec, cv2.resize(
@@ -323,6 +324,7 @@ def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
         for rate in (float(r) for r in args.rates.split(',')):
             probe.spin_for(1.0)  # drain
             probe.received['cost'].clear()
+            start_counts = probe.counters()
             first, sent = sec, 0
             start = time.monotonic()
             while time.monotonic() - start < args.seconds:
@@ -332,9 +334,12 @@ def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
                 while time.monotonic() < next_time:
                     rclpy.spin_once(probe, timeout_sec=max(0.0, next_time - time.monotonic()))
             probe.spin_for(1.0)
+            after = probe.counters()
             got = {m.header.stamp.sec for m in probe.received['cost']}
-            result['rates'][str(rate)] = {'sent': sent, 'received': len(got & set(
-                range(first, sec)))}
+            result['rates'][str(rate)] = {
+                'sent': sent, 'received': len(got & set(range(first, sec))),
+                **{k: after.get(k, 0) - start_counts.get(k, 0)
+                   for k in ('frames_in', 'frames_out', 'frames_dropped')}}
         result['diagnostics'] = probe.counters()
     finally:
         stop_node(proc, result)
