@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-stamp
 # Explicit, not a wildcard: other distros' files (e.g. a Kilted one) must not be mixed in.
 REQUIREMENTS := requirements/dev.txt requirements/ros-jazzy.txt
+# A second distro (Kilted wheels) for the node tests only; test/test_node_kilted.py uses it.
+KILTED_VENV := .venv-kilted
+KILTED_STAMP := $(KILTED_VENV)/.setup-stamp
 PYTEST_ARGS ?=
 
 # pip on this kind of machine prints many harmless "WARNING: Location '...' is ignored: it is
@@ -15,7 +18,7 @@ PYTEST_ARGS ?=
 # (everything filtered) from failing the recipe, while pipefail still fails it when pip fails.
 PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || true; }
 
-.PHONY: help setup lint test demo clean
+.PHONY: help setup setup-kilted lint test demo clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -28,10 +31,18 @@ $(STAMP): $(REQUIREMENTS) setup.py setup.cfg
 	$(PY) -m pip install --no-deps -e . 2>&1 | $(PIP_FILTER)
 	touch $@
 
+setup-kilted: $(KILTED_STAMP) ## create .venv-kilted: the node and its test driver on ROS 2 Kilted
+
+$(KILTED_STAMP): requirements/ros-kilted.txt setup.py setup.cfg
+	test -x $(KILTED_VENV)/bin/python || python3 -m venv $(KILTED_VENV)
+	$(KILTED_VENV)/bin/python -m pip install -r requirements/ros-kilted.txt 2>&1 | $(PIP_FILTER)
+	$(KILTED_VENV)/bin/python -m pip install --no-deps -e . 2>&1 | $(PIP_FILTER)
+	touch $@
+
 lint: setup ## ruff over the repository
 	$(VENV)/bin/ruff check .
 
-test: setup lint ## lint, then the whole test suite (PYTEST_ARGS='-m static' to select)
+test: setup setup-kilted lint ## lint, then the whole test suite (PYTEST_ARGS='-m static' to select)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The whole loop on CPU in a few minutes: synthetic YCOR-format data, a micro contrastive model
@@ -55,5 +66,5 @@ demo: setup ## set up, train a micro model on synthetic data, export, replay a d
 	@echo "demo done: report $(DEMO)/replay/report.json, plots and contact_sheet.png beside it"
 
 clean: ## remove .venv, build outputs and caches
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(KILTED_VENV) build dist *.egg-info .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

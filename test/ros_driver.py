@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 import warnings
 from collections import defaultdict
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from ros_harness import without_wheel_bootstrap
 from scenes import two_texture_scene
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -155,9 +158,11 @@ def halves(msg: Image) -> tuple[float, float, float]:
 def start_node(args: argparse.Namespace, extra: list[str]) -> subprocess.Popen[str]:
     # rcl applies --params-file and -p in order, the later winning: the test's own arguments
     # (a params file) go first, the scenario's -p overrides after them
-    argv = [str(NODE), '--ros-args', '-p', f'model_path:={args.model}', *args.node_arg,
-            *extra]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    argv = [args.node_exe or str(NODE), '--ros-args', '-p', f'model_path:={args.model}',
+            *args.node_arg, *extra]
+    env = without_wheel_bootstrap(dict(os.environ)) if args.node_exe else None
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
 
 
 def stop_node(proc: subprocess.Popen[str], result: dict[str, Any]) -> None:
@@ -353,6 +358,8 @@ def main() -> int:
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--size', default='544x1024')
     parser.add_argument('--bag', default=None)
+    parser.add_argument('--node-exe', default=None,
+                        help='cost_map_node of another environment (default: this one)')
     parser.add_argument('--bank-size', type=int, default=32)
     parser.add_argument('--model', required=True)
     parser.add_argument('--out', required=True, type=Path)
@@ -370,6 +377,7 @@ def main() -> int:
                    'bag': scenario_bag, 'rate': scenario_rate}[args.scenario]
             result = run(args, probe)
             result['received'] = {t: [describe(m) for m in probe.received[t]] for t in OUTPUTS}
+            result['probe_rclpy'] = metadata.version('ros-rclpy')
         finally:
             probe.destroy_node()
             rclpy.try_shutdown()

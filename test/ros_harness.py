@@ -13,6 +13,7 @@ import functools
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 
 # inside the namespace: loopback up (with multicast, which Fast DDS may use on it), then exec
@@ -40,9 +41,27 @@ def netns_unavailable_reason() -> str | None:
     return None
 
 
+def without_wheel_bootstrap(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a Python of any venv: the ros-* wheels' bootstrapper re-executes every
+    interpreter once with LD_LIBRARY_PATH pointing at its own venv's ROS libraries and sets a
+    guard variable. Undo both, so a process of another venv (another distro) bootstraps itself
+    instead of loading this venv's libraries."""
+    env = dict(env)
+    env.pop('_ROS_WHEELS_BOOTSTRAP_COMPLETE', None)
+    prefix = os.path.realpath(sys.prefix)
+    kept = [p for p in env.get('LD_LIBRARY_PATH', '').split(os.pathsep)
+            if p and not os.path.realpath(p).startswith(prefix + os.sep)
+            and os.path.realpath(p) != prefix]
+    if kept:
+        env['LD_LIBRARY_PATH'] = os.pathsep.join(kept)
+    else:
+        env.pop('LD_LIBRARY_PATH', None)
+    return env
+
+
 def sealed_env(domain_id: int | None = None) -> dict[str, str]:
     """The environment for DDS inside the namespace: localhost discovery, own domain."""
-    env = dict(os.environ)
+    env = without_wheel_bootstrap(dict(os.environ))
     env.pop('ROS_LOCALHOST_ONLY', None)  # deprecated on Jazzy, ignored by Kilted
     env['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
     env['ROS_DOMAIN_ID'] = str(domain_id if domain_id is not None else 1 + os.getpid() % 100)
