@@ -18,19 +18,19 @@ from contrast_semask_train.model import (
     NORMALIZATIONS,
     VARIANTS,
     CheckpointError,
-    build_model,
     load_semask_checkpoint,
     load_swin_imagenet_checkpoint,
-    parse_semantic_attention,
     save_checkpoint,
 )
 from contrast_semask_train.model.checkpoint import (
-    YCOR_ADE20K_SEEDS,
+    class_seeds,
     file_sha256,
     read_checkpoint,
 )
+from contrast_semask_train.model.segmentor import build_configured_model
 
 _logger = logging.getLogger('contrast-semask-convert')
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='contrast-semask-convert', description=__doc__,
@@ -63,20 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     args = build_parser().parse_args(argv)
-    variant = VARIANTS[args.variant]
     names = tuple(n.strip() for n in args.class_names.split(',') if n.strip())
-    mean, std = NORMALIZATIONS[args.normalization]
     try:
-        attention = parse_semantic_attention(args.semantic_attention, variant['embed_dim'],
-                                             args.num_classes)
-        model = build_model(args.variant, args.num_classes, args.head, class_names=names,
-                            semantic_attention=attention, mean=mean, std=std)
+        model = build_configured_model(args.variant, args.num_classes, args.head,
+                                       args.semantic_attention, args.normalization, names)
         raw = read_checkpoint(args.checkpoint, args.trust_pickle)
         if args.source == 'semask':
-            seeds = YCOR_ADE20K_SEEDS if args.seed_classes == 'ycor' else None
-            if seeds and args.num_classes != len(seeds):
-                raise CheckpointError(f'--seed-classes ycor needs --num-classes {len(seeds)}, '
-                                      f'got {args.num_classes}')
+            seeds = class_seeds(args.seed_classes, args.num_classes)
             report = load_semask_checkpoint(model, raw, class_seeds=seeds)
         else:
             report = load_swin_imagenet_checkpoint(model, raw)

@@ -47,22 +47,19 @@ from contrast_semask_train.evaluate import (
 )
 from contrast_semask_train.losses import Criterion, LossConfig
 from contrast_semask_train.model import (
-    NORMALIZATIONS,
-    VARIANTS,
     CheckpointError,
     ContrastSemask,
     ModelOutputs,
-    build_model,
     count_parameters,
     load_semask_checkpoint,
-    parse_semantic_attention,
     save_checkpoint,
 )
 from contrast_semask_train.model.checkpoint import (
     CHECKPOINT_FORMAT,
-    YCOR_ADE20K_SEEDS,
+    class_seeds,
     read_checkpoint,
 )
+from contrast_semask_train.model.segmentor import build_configured_model
 
 _logger = logging.getLogger('contrast_semask_train')
 
@@ -175,15 +172,13 @@ def setup_runtime(device: str) -> Runtime:
 
 def build_training_model(cfg: TrainConfig) -> tuple[ContrastSemask, str]:
     """The model of `cfg`, initialised from cfg.load_from (mmseg SeMask or our checkpoint)."""
-    if cfg.variant not in VARIANTS:
-        raise ConfigError(f'variant must be one of {sorted(VARIANTS)}, got {cfg.variant!r}')
-    attention = parse_semantic_attention(cfg.semantic_attention,
-                                         VARIANTS[cfg.variant]['embed_dim'], cfg.num_classes)
-    mean, std = NORMALIZATIONS[cfg.normalization]
     names = YCOR_CLASSES if cfg.num_classes == len(YCOR_CLASSES) else ()
-    overrides = {'semantic_attention': attention, 'mean': mean, 'std': std,
-                 'class_names': names, **cfg.model_overrides}
-    model = build_model(cfg.variant, cfg.num_classes, cfg.head, **overrides)  # type: ignore[arg-type]
+    try:
+        model = build_configured_model(
+            cfg.variant, cfg.num_classes, cfg.head,  # type: ignore[arg-type]
+            cfg.semantic_attention, cfg.normalization, names, **cfg.model_overrides)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
     if not cfg.load_from:
         return model, 'random initialisation'
     raw = read_checkpoint(cfg.load_from, cfg.trust_pickle)
@@ -195,10 +190,8 @@ def build_training_model(cfg: TrainConfig) -> tuple[ContrastSemask, str]:
                 f'{cfg.load_from} was trained with another architecture '
                 f'({raw.get("model_config")}); this run builds {model.config}.\n{err}') from err
         return model, f'weights of {cfg.load_from} (step {raw.get("step")})'
-    seeds = YCOR_ADE20K_SEEDS if cfg.seed_classes == 'ycor' else None
-    if seeds and cfg.num_classes != len(seeds):
-        raise ConfigError(f'seed_classes=ycor needs num_classes={len(seeds)}')
-    report = load_semask_checkpoint(model, raw, class_seeds=seeds)
+    report = load_semask_checkpoint(model, raw,
+                                    class_seeds=class_seeds(cfg.seed_classes, cfg.num_classes))
     return model, f'SeMask checkpoint {cfg.load_from}: {report.summary()}'
 
 

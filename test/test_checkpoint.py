@@ -244,3 +244,21 @@ def test_convert_command_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
     bad = convert_checkpoint.main([str(source), '-o', str(tmp_path / 'x.pt'), '--variant',
                                    'micro', '--num-classes', '5', '--seed-classes', 'ycor'])
     assert bad == 2 and not (tmp_path / 'x.pt').exists()
+
+
+def test_class_seeds_and_configured_model_are_shared_by_convert_and_train() -> None:
+    from contrast_semask_train.model.checkpoint import YCOR_ADE20K_SEEDS, class_seeds
+    from contrast_semask_train.model.segmentor import build_configured_model
+
+    assert class_seeds('none', 3) is None
+    assert class_seeds('ycor', len(YCOR_ADE20K_SEEDS)) is YCOR_ADE20K_SEEDS
+    with pytest.raises(CheckpointError, match='need 8 classes'):
+        class_seeds('ycor', 5)
+    with pytest.raises(CheckpointError, match="'ycor' or 'none'"):
+        class_seeds('ade', 8)
+    model = build_configured_model('micro', 8, 'contrastive', 'window', 'imagenet')
+    assert model.config.num_classes == 8
+    with pytest.raises(ValueError, match='normalization must be one of'):
+        build_configured_model('micro', 8, 'contrastive', 'window', 'unknown')
+    with pytest.raises(ValueError, match='variant must be one of'):
+        build_configured_model('huge', 8, 'contrastive', 'window', 'imagenet')

@@ -60,6 +60,19 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded into the model; the message says why and what to do."""
 
 
+def class_seeds(seed_classes: str, num_classes: int) -> dict[int, tuple[str, ...]] | None:
+    """The ADE20K classes whose rows seed each new class ('ycor': YCOR_ADE20K_SEEDS, 'none':
+    None) when a SeMask ADE20K checkpoint is loaded into a model of `num_classes`."""
+    if seed_classes == 'none':
+        return None
+    if seed_classes != 'ycor':
+        raise CheckpointError(f"seed classes must be 'ycor' or 'none', got {seed_classes!r}")
+    if num_classes != len(YCOR_ADE20K_SEEDS):
+        raise CheckpointError(f'seed classes ycor need {len(YCOR_ADE20K_SEEDS)} classes (YCOR),'
+                              f' got {num_classes}; use seed classes none for other data')
+    return YCOR_ADE20K_SEEDS
+
+
 class LoadReport(NamedTuple):
     loaded: list[str]  # model keys filled from the checkpoint
     reinitialized: list[str]  # model keys that keep their fresh initialisation

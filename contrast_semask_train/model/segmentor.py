@@ -7,7 +7,14 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from .config import HeadKind, ModelConfig, make_config
+from .config import (
+    NORMALIZATIONS,
+    VARIANTS,
+    HeadKind,
+    ModelConfig,
+    make_config,
+    parse_semantic_attention,
+)
 from .heads import ContrastiveHead, VanillaHead
 from .swin import BackboneOutputs, SwinBackbone
 
@@ -64,6 +71,23 @@ def build_model(variant: str, num_classes: int, head: HeadKind = 'contrastive',
     is the published ADE20K SeMask-S FPN.
     """
     return ContrastSemask(make_config(variant, num_classes, head, **overrides))
+
+
+def build_configured_model(variant: str, num_classes: int, head: HeadKind,
+                           semantic_attention: str, normalization: str,
+                           class_names: tuple[str, ...] = (), **overrides: Any) -> ContrastSemask:
+    """build_model from the settings a user writes (config files and command lines): the
+    semantic-attention spec string and the normalisation name are parsed here."""
+    if variant not in VARIANTS:
+        raise ValueError(f'variant must be one of {sorted(VARIANTS)}, got {variant!r}')
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f'normalization must be one of {sorted(NORMALIZATIONS)}, got '
+                         f'{normalization!r}')
+    attention = parse_semantic_attention(semantic_attention, VARIANTS[variant]['embed_dim'],
+                                         num_classes)
+    mean, std = NORMALIZATIONS[normalization]
+    return build_model(variant, num_classes, head, semantic_attention=attention, mean=mean,
+                       std=std, class_names=class_names, **overrides)
 
 
 def count_parameters(module: nn.Module) -> int:
