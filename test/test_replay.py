@@ -193,3 +193,17 @@ def test_replay_equals_the_real_node_on_the_same_frames(replayed: tuple[Path, Pa
         key = f'{stamp // 10**9}_{stamp % 10**9}'
         np.testing.assert_allclose(node[key], cost, atol=1e-6, equal_nan=True, err_msg=key)
     assert np.isfinite(cost).any()  # the last frames have known pixels
+
+
+def test_realtime_paces_at_the_recorded_rate(texture_model: TextureModel,
+                                             tmp_path: Path) -> None:
+    bag = _make_bag(tmp_path / 'drive', frames=6)  # 10 Hz; the last patch 0.5 s after frame 5
+    fast, paced = tmp_path / 'fast', tmp_path / 'paced'
+    args = [str(bag), '--model', str(texture_model.onnx), *TOPICS, '--no-progress']
+    assert replay_main([*args, '--out', str(fast)]) == 0
+    assert replay_main([*args, '--out', str(paced), '--realtime']) == 0
+    wall = {name: json.loads((out / 'report.json').read_text())['wall_s']
+            for name, out in (('fast', fast), ('paced', paced))}
+    assert wall['paced'] >= 0.95  # recorded span: frames 0..0.5 s, last patch at 1.0 s
+    assert wall['fast'] < wall['paced']
+    assert json.loads((paced / 'report.json').read_text())['realtime'] is True
