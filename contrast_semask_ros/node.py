@@ -94,7 +94,7 @@ PARAMETERS: dict[str, Param] = {
     'output_reliability': Param('reliable', 'output publishers: reliable or best_effort'),
     'bank_load_path': Param('', 'bank .npz preloaded at start and read by ~/load_bank'),
     'bank_save_path': Param('prototype_bank.npz', 'where ~/save_bank writes'),
-    'diagnostics_period_s': Param(1.0, 'period of /diagnostics'),
+    'diagnostics_period_s': Param(1.0, 'period of /diagnostics; 0 = none'),
 }
 
 
@@ -108,6 +108,11 @@ class CostMapNode(Node):
                 description=param.description, read_only=param.read_only))
         p = {name: self.get_parameter(name).value for name in PARAMETERS}
         self.params = p
+        if not p['overlay_max_cost'] > 0:
+            raise StartupError(f"overlay_max_cost must be > 0, got {p['overlay_max_cost']}")
+        if p['image_transport'] not in ('raw', 'compressed'):
+            raise StartupError(f"image_transport must be 'raw' or 'compressed', got "
+                               f"{p['image_transport']!r}")
         self.pipeline = self._open_pipeline(p)
         self.stats = RuntimeStats()
         self.stats.gauge('bank_size', 0)
@@ -116,9 +121,6 @@ class CostMapNode(Node):
         self._wake = threading.Condition()
         self._running = True
 
-        if p['image_transport'] not in ('raw', 'compressed'):
-            raise StartupError(f"image_transport must be 'raw' or 'compressed', got "
-                               f"{p['image_transport']!r}")
         image_type = Image if p['image_transport'] == 'raw' else CompressedImage
         image_qos = _qos(p['image_qos_depth'], p['image_reliability'], 'image_reliability')
         out_qos = _qos(p['output_qos_depth'], p['output_reliability'], 'output_reliability')

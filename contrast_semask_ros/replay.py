@@ -163,8 +163,8 @@ class _Outputs:
             data=np.frombuffer(fields.data, np.uint8))
         return self.ts.serialize_cdr(msg, 'sensor_msgs/msg/Image')
 
-    def write(self, log_ns: int, camera_raw: bytes, result: FrameResult, rgb: np.ndarray,
-              frame_id: str, overlay: np.ndarray) -> None:
+    def write(self, log_ns: int, camera_raw: bytes, result: FrameResult, frame_id: str,
+              overlay: np.ndarray) -> None:
         header = self.header(result.stamp_ns, frame_id)
         self.writer.write(self.camera, log_ns, camera_raw)
         arrays = {'embedding': (codec.embedding_to_hwc(result.embedding),
@@ -286,7 +286,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
             if not reader.is2:  # a ROS 1 camera message: written as a ROS 2 rgb8 Image
                 raw = outputs.image(rgb, 'rgb8', outputs.header(result.stamp_ns,
                                                                 msg.header.frame_id))
-            outputs.write(log_ns, raw, result, rgb, msg.header.frame_id, overlay)
+            outputs.write(log_ns, raw, result, msg.header.frame_id, overlay)
             done = time.perf_counter()
             rec.time('decode_ms', (decoded - start) * 1e3)
             for stage, ms in result.timings._asdict().items():
@@ -311,7 +311,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
         reader.close()
     frames = len(rec.frame_stamps)
     report: dict[str, Any] = {
-        'bag': str(bag), 'model': pipeline.backend.spec.checkpoint_sha256,
+        'bag': str(bag), 'checkpoint_sha256': pipeline.backend.spec.checkpoint_sha256,
         'backend': pipeline.backend.name, 'engine_size': [pipeline.backend.spec.height,
                                                           pipeline.backend.spec.width],
         'frames': frames, 'patches': rec.patches_used + rec.patches_held_out,
@@ -537,6 +537,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             report = replay(args.bag, pipeline, tmp, args.image_topic, args.patch_cost_topic,
                             args.ground_truth_topic, args.hold_out_every, args.realtime,
                             progress=not args.no_progress, max_cost=args.max_cost)
+        report['model'] = str(args.model)
         summary = summarize(report)
         write_report(report, tmp)
         _commit_dir(tmp, args.out)
