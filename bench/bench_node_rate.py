@@ -56,6 +56,8 @@ def main() -> int:
     for rate, c in result['rates'].items():
         _logger.info('| %s | %s Hz | %d | %d | %d | %d | %d |', args.size, rate, c['sent'],
                      c['frames_in'], c['frames_out'], c['frames_dropped'], c['received'])
+    _logger.info('frames the node saw DDS lose (message_lost events), whole run: %d',
+                 diag.get('frames_lost_in_transport', 0))
     _logger.info('node infer median %.1f ms, total median %.1f ms, publish median %.1f ms',
                  diag.get('infer_ms median', float('nan')),
                  diag.get('total_ms median', float('nan')),

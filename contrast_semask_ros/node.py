@@ -39,6 +39,11 @@ try:  # rclpy and the messages come from the ROS 2 install; main() says so if th
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
     from rclpy.executors import ExternalShutdownException
+
+    try:
+        from rclpy.event_handler import SubscriptionEventCallbacks
+    except ImportError:  # Humble
+        from rclpy.qos_event import SubscriptionEventCallbacks
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CompressedImage, Image
@@ -124,7 +129,12 @@ class CostMapNode(Node):
         image_type = Image if p['image_transport'] == 'raw' else CompressedImage
         image_qos = _qos(p['image_qos_depth'], p['image_reliability'], 'image_reliability')
         out_qos = _qos(p['output_qos_depth'], p['output_reliability'], 'output_reliability')
-        self.create_subscription(image_type, 'image', self._on_image, image_qos)
+        # a QoS mismatch would otherwise be silent "no output" (peers.md 1.9); samples DDS lost
+        # (large best-effort frames) are counted in diagnostics
+        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos,
+                                            message_lost=self._on_message_lost)
+        self.create_subscription(image_type, 'image', self._on_image, image_qos,
+                                 event_callbacks=events)
         self.create_subscription(Image, 'patch_cost', self._on_patch,
                                  _qos(p['patch_qos_depth'], 'reliable', 'patch_qos_depth'))
         self.pub_cost = self.create_publisher(Image, 'cost', out_qos)
@@ -192,6 +202,17 @@ class CostMapNode(Node):
                 self.stats.count('frames_dropped')  # the worker was still busy with one
             self._latest = (msg, time.monotonic())
             self._wake.notify()
+
+    def _on_incompatible_qos(self, status: Any) -> None:
+        self.stats.count('image_qos_incompatible', status.total_count_change)
+        self.get_logger().warn(
+            f"a publisher on {self.resolve_topic_name('image')} offers a QoS this subscription "
+            f'cannot match (policy id {status.last_policy_kind}); with image_reliability='
+            f"{self.params['image_reliability']}, set image_reliability: best_effort (matches "
+            'any camera) or make the camera publish reliably', throttle_duration_sec=THROTTLE_S)
+
+    def _on_message_lost(self, status: Any) -> None:
+        self.stats.count('frames_lost_in_transport', status.total_count_change)
 
     def _work(self) -> None:
         while True:

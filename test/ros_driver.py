@@ -270,6 +270,26 @@ def scenario_bad_start(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def scenario_qos(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
+    """A best-effort camera publisher and a node asking for reliable images: no frame can
+    arrive, and the node must say why instead of staying silent."""
+    result: dict[str, Any] = {}
+    proc = start_node(args, ['-p', 'image_reliability:=reliable', '-p', 'bank_size:=32',
+                             '-p', 'diagnostics_period_s:=0.25'])
+    best_effort = probe.create_publisher(
+        Image, '/image', QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+    try:
+        end = time.monotonic() + 8
+        while time.monotonic() < end and not probe.counters().get('image_qos_incompatible'):
+            best_effort.publish(codec.fill_image(Image(), probe.rgb, 'rgb8', header(1)))
+            probe.spin_for(0.2)
+        result['diagnostics'] = probe.counters()
+        result['costs'] = len(probe.received['cost'])
+    finally:
+        stop_node(proc, result)
+    return result
+
+
 def scenario_bag(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     """Play a drive bag into the node in recording order, one frame at a time (each frame waits
     for its cost, so none is dropped), and save every cost image by stamp for comparison with
@@ -353,7 +373,8 @@ def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument('scenario', choices=['main', 'params', 'bad_start', 'bag', 'rate'])
+    parser.add_argument('scenario',
+                        choices=['main', 'params', 'bad_start', 'bag', 'rate', 'qos'])
     parser.add_argument('--rates', default='5,10,20,40')
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--size', default='544x1024')
@@ -374,7 +395,8 @@ def main() -> int:
         probe = Probe(args.ns, args.compressed)
         try:
             run = {'main': scenario_main, 'params': scenario_params,
-                   'bag': scenario_bag, 'rate': scenario_rate}[args.scenario]
+                   'bag': scenario_bag, 'rate': scenario_rate,
+                   'qos': scenario_qos}[args.scenario]
             result = run(args, probe)
             result['received'] = {t: [describe(m) for m in probe.received[t]] for t in OUTPUTS}
             result['probe_rclpy'] = metadata.version('ros-rclpy')

@@ -120,3 +120,11 @@ def test_bad_parameters_refuse_to_start_with_a_clear_message(
         assert run[case]['exit_code'] == 1, run[case]['log']
         assert text in run[case]['log'], run[case]['log']
         assert 'Traceback' not in run[case]['log']
+
+
+def test_an_incompatible_camera_qos_is_reported_not_silent(texture_model: TextureModel,
+                                                           tmp_path: Path) -> None:
+    run = _drive('qos', texture_model.onnx, tmp_path, domain_id=47)
+    assert run['costs'] == 0 and run['diagnostics']['image_qos_incompatible'] >= 1
+    assert 'set image_reliability: best_effort' in run['node_log']
+    assert run['exit_code'] == 0
