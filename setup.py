@@ -31,6 +31,7 @@ setup(
         'train': ['torch>=2.4', 'pyyaml', 'tqdm', 'matplotlib', 'tensorboard',
                   'opencv-python-headless', 'pillow', 'scikit-image'],
         'export': ['onnx', 'onnxscript', 'onnxruntime'],
+        'replay': ['rosbags', 'matplotlib', 'tqdm', 'opencv-python-headless'],
         'dev': ['pytest', 'ruff', 'catkin-pkg'],
     },
     python_requires='>=3.10',
