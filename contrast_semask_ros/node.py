@@ -10,6 +10,9 @@ NaN = unknown), `cost_overlay` / `embedding_viz` (rgb8, only while subscribed) a
 `/diagnostics`; every output carries the input image's header. Services `~/reset_bank`,
 `~/save_bank`, `~/load_bank` (std_srvs/Trigger; paths from parameters).
 
+`cost_map_lifecycle_node` is the managed variant: configure opens the model and creates the
+topics, activate starts processing, deactivate pauses, cleanup frees the model.
+
 Threads: the image callback only keeps the newest message (a frame it overwrites before the
 worker took it counts as dropped); one worker thread runs the pipeline, so inference never
 blocks patch-cost callbacks, and stale frames are dropped rather than queued. Bad input is
@@ -39,6 +42,7 @@ try:  # rclpy and the messages come from the ROS 2 install; main() says so if th
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
     from rclpy.executors import ExternalShutdownException
+    from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 
     try:
         from rclpy.event_handler import SubscriptionEventCallbacks
@@ -52,7 +56,7 @@ try:  # rclpy and the messages come from the ROS 2 install; main() says so if th
     _ROS_IMPORT_ERROR: ImportError | None = None
 except ImportError as _err:  # pragma: no cover - exercised only without ROS
     _ROS_IMPORT_ERROR = _err
-    Node = object  # type: ignore[assignment,misc]
+    Node = LifecycleNode = object  # type: ignore[assignment,misc]
 
 THROTTLE_S = 5.0  # at most one log line per cause per this many seconds
 
@@ -103,21 +107,31 @@ PARAMETERS: dict[str, Param] = {
 }
 
 
-class CostMapNode(Node):
-    """Parameters -> Pipeline; subscriptions, publishers, worker thread, diagnostics."""
+class _CostMap:
+    """The node's logic, shared by CostMapNode and CostMapLifecycleNode (mixed into an rclpy
+    node): `_declare` once, then `_start` (open the model, create the ROS interfaces, start the
+    worker) and `_stop` (the reverse, freeing the model's memory)."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__('cost_map', **kwargs)
+    def _declare(self) -> None:
         for name, param in PARAMETERS.items():
             self.declare_parameter(name, param.default, ParameterDescriptor(
                 description=param.description, read_only=param.read_only))
-        p = {name: self.get_parameter(name).value for name in PARAMETERS}
-        self.params = p
+        self.params = {name: self.get_parameter(name).value for name in PARAMETERS}
+        self.add_on_set_parameters_callback(self._on_set_parameters)  # after the declarations
+        self.pipeline: Pipeline | None = None
+        self._handles: list[tuple[Any, Any]] = []  # (destroy function, entity) for _stop
+        self._active = False
+
+    def _start(self) -> None:
+        p = self.params
         if not p['overlay_max_cost'] > 0:
             raise StartupError(f"overlay_max_cost must be > 0, got {p['overlay_max_cost']}")
         if p['image_transport'] not in ('raw', 'compressed'):
             raise StartupError(f"image_transport must be 'raw' or 'compressed', got "
                                f"{p['image_transport']!r}")
+        image_qos = _qos(p['image_qos_depth'], p['image_reliability'], 'image_reliability')
+        out_qos = _qos(p['output_qos_depth'], p['output_reliability'], 'output_reliability')
+        patch_qos = _qos(p['patch_qos_depth'], 'reliable', 'patch_qos_depth')
         self.pipeline = self._open_pipeline(p)
         self.stats = RuntimeStats()
         self.stats.gauge('bank_size', 0)
@@ -127,30 +141,32 @@ class CostMapNode(Node):
         self._running = True
 
         image_type = Image if p['image_transport'] == 'raw' else CompressedImage
-        image_qos = _qos(p['image_qos_depth'], p['image_reliability'], 'image_reliability')
-        out_qos = _qos(p['output_qos_depth'], p['output_reliability'], 'output_reliability')
         # a QoS mismatch would otherwise be silent "no output" (peers.md 1.9); samples DDS lost
         # (large best-effort frames) are counted in diagnostics
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos,
                                             message_lost=self._on_message_lost)
-        self.create_subscription(image_type, 'image', self._on_image, image_qos,
-                                 event_callbacks=events)
-        self.create_subscription(Image, 'patch_cost', self._on_patch,
-                                 _qos(p['patch_qos_depth'], 'reliable', 'patch_qos_depth'))
-        self.pub_cost = self.create_publisher(Image, 'cost', out_qos)
-        self.pub_embedding = (self.create_publisher(Image, 'embedding', out_qos)
-                              if p['publish_embedding'] else None)
-        self.pub_confidence = (self.create_publisher(Image, 'confidence', out_qos)
-                               if p['publish_confidence'] else None)
-        self.pub_overlay = self.create_publisher(Image, 'cost_overlay', out_qos)
-        self.pub_viz = self.create_publisher(Image, 'embedding_viz', out_qos)
-        self.pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_service(Trigger, '~/reset_bank', self._on_reset)
-        self.create_service(Trigger, '~/save_bank', self._on_save)
-        self.create_service(Trigger, '~/load_bank', self._on_load)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        keep = self._keep
+        keep(self.destroy_subscription, self.create_subscription(
+            image_type, 'image', self._on_image, image_qos, event_callbacks=events))
+        keep(self.destroy_subscription, self.create_subscription(
+            Image, 'patch_cost', self._on_patch, patch_qos))
+        self.pub_cost = keep(self.destroy_publisher, self.create_publisher(Image, 'cost', out_qos))
+        self.pub_embedding = (keep(self.destroy_publisher, self.create_publisher(
+            Image, 'embedding', out_qos)) if p['publish_embedding'] else None)
+        self.pub_confidence = (keep(self.destroy_publisher, self.create_publisher(
+            Image, 'confidence', out_qos)) if p['publish_confidence'] else None)
+        self.pub_overlay = keep(self.destroy_publisher, self.create_publisher(
+            Image, 'cost_overlay', out_qos))
+        self.pub_viz = keep(self.destroy_publisher, self.create_publisher(
+            Image, 'embedding_viz', out_qos))
+        self.pub_diag = keep(self.destroy_publisher, self.create_publisher(
+            DiagnosticArray, '/diagnostics', 10))
+        for name, callback in (('~/reset_bank', self._on_reset), ('~/save_bank', self._on_save),
+                               ('~/load_bank', self._on_load)):
+            keep(self.destroy_service, self.create_service(Trigger, name, callback))
         if p['diagnostics_period_s'] > 0:
-            self.create_timer(p['diagnostics_period_s'], self._publish_diagnostics)
+            keep(self.destroy_timer, self.create_timer(p['diagnostics_period_s'],
+                                                       self._publish_diagnostics))
         self._worker = threading.Thread(target=self._work, name='cost_map_worker', daemon=True)
         self._worker.start()
         spec = self.pipeline.backend.spec
@@ -159,6 +175,24 @@ class CostMapNode(Node):
             f"{spec.height}, D={spec.embedding_dim}, Kmax={spec.bank_size}, {spec.precision}); "
             f"{p['image_transport']} images on {self.resolve_topic_name('image')}, patch costs "
             f"on {self.resolve_topic_name('patch_cost')}")
+
+    def _keep(self, destroy: Any, entity: Any) -> Any:
+        self._handles.append((destroy, entity))
+        return entity
+
+    def _stop(self) -> None:
+        """Stop the worker, destroy the ROS interfaces, release the backend (idempotent)."""
+        if self.pipeline is None:
+            return
+        with self._wake:
+            self._running = False
+            self._wake.notify()
+        self._worker.join(timeout=10.0)
+        for destroy, entity in reversed(self._handles):
+            destroy(entity)
+        self._handles.clear()
+        self.pipeline.backend.close()
+        self.pipeline = None
 
     # -- start-up --------------------------------------------------------------------------
     def _open_pipeline(self, p: dict[str, Any]) -> Pipeline:
@@ -196,6 +230,8 @@ class CostMapNode(Node):
 
     # -- callbacks -------------------------------------------------------------------------
     def _on_image(self, msg: Any) -> None:
+        if not self._active:
+            return  # a configured but inactive lifecycle node ignores frames
         self.stats.count('frames_in')
         with self._wake:
             if self._latest is not None:
@@ -314,8 +350,8 @@ class CostMapNode(Node):
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
         values = {p.name: p.value for p in params}
-        temperature = values.get('temperature', self.pipeline.temperature)
-        min_confidence = values.get('min_confidence', self.pipeline.min_confidence)
+        temperature = values.get('temperature', self.params['temperature'])
+        min_confidence = values.get('min_confidence', self.params['min_confidence'])
         overlay_max = values.get('overlay_max_cost', self.params['overlay_max_cost'])
         try:
             check_propagation(float(temperature), float(min_confidence))
@@ -323,8 +359,10 @@ class CostMapNode(Node):
                 raise ConfigError(f'overlay_max_cost must be > 0, got {overlay_max}')
         except (ConfigError, TypeError, ValueError) as err:
             return SetParametersResult(successful=False, reason=str(err))
-        self.pipeline.set_propagation(float(temperature), float(min_confidence))
-        self.params['overlay_max_cost'] = float(overlay_max)
+        self.params.update(temperature=float(temperature), min_confidence=float(min_confidence),
+                           overlay_max_cost=float(overlay_max))
+        if self.pipeline is not None:  # else used when a lifecycle node is configured
+            self.pipeline.set_propagation(float(temperature), float(min_confidence))
         return SetParametersResult(successful=True)
 
     def _on_reset(self, _request: Any, response: Any) -> Any:
@@ -367,13 +405,58 @@ class CostMapNode(Node):
         status.values = [KeyValue(key=k, value=f'{v:.6g}') for k, v in snapshot.items()]
         self.pub_diag.publish(DiagnosticArray(header=_header_now(self), status=[status]))
 
+
+
+class CostMapNode(_CostMap, Node):
+    """`cost_map_node`: starts working as soon as it is constructed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('cost_map', **kwargs)
+        self._declare()
+        self._start()
+        self._active = True
+
     def close(self) -> None:
-        """Stop the worker and release the backend."""
-        with self._wake:
-            self._running = False
-            self._wake.notify()
-        self._worker.join(timeout=10.0)
-        self.pipeline.backend.close()
+        self._stop()
+
+
+class CostMapLifecycleNode(_CostMap, LifecycleNode):
+    """`cost_map_lifecycle_node`: a managed node. configure opens the model and creates the
+    topics and services, activate starts processing frames, deactivate pauses, cleanup frees
+    the model (GPU memory), shutdown from any state."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__('cost_map', **kwargs)
+        self._declare()
+
+    def on_configure(self, state: Any) -> TransitionCallbackReturn:
+        try:
+            self._start()
+        except StartupError as err:
+            self.get_logger().error(f'cannot configure: {err}')
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: Any) -> TransitionCallbackReturn:
+        self._active = True
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: Any) -> TransitionCallbackReturn:
+        self._active = False
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: Any) -> TransitionCallbackReturn:
+        self._stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: Any) -> TransitionCallbackReturn:
+        self._active = False
+        self._stop()
+        return TransitionCallbackReturn.SUCCESS
+
+    def close(self) -> None:
+        self._active = False
+        self._stop()
 
 
 def _qos(depth: int, reliability: str, name: str) -> QoSProfile:
@@ -403,6 +486,16 @@ def _header_now(node: Node) -> Any:
 def main(argv: list[str] | None = None) -> int:
     """Console script `cost_map_node`. Exit codes: 0 (stopped, SIGINT included), 1 (could not
     start: the log says why), 2 (no rclpy)."""
+    return _run(lambda: CostMapNode(), argv)
+
+
+def lifecycle_main(argv: list[str] | None = None) -> int:
+    """Console script `cost_map_lifecycle_node`: the managed variant (drive it with
+    `ros2 lifecycle set /cost_map configure` / `activate`, or a lifecycle manager)."""
+    return _run(lambda: CostMapLifecycleNode(), argv)
+
+
+def _run(make_node: Any, argv: list[str] | None) -> int:
     if _ROS_IMPORT_ERROR is not None:
         sys.stderr.write(f'cost_map_node needs ROS 2 (rclpy, sensor_msgs, diagnostic_msgs, '
                          f'std_srvs): source your ROS 2 setup.bash first ({_ROS_IMPORT_ERROR})\n')
@@ -412,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     node = None
     code = 0
     try:
-        node = CostMapNode()
+        node = make_node()
         rclpy.spin(node)  # callbacks here; inference in the node's worker thread
     except StartupError as err:
         rclpy.logging.get_logger('cost_map').fatal(f'not starting: {err}')

@@ -158,7 +158,9 @@ def halves(msg: Image) -> tuple[float, float, float]:
 def start_node(args: argparse.Namespace, extra: list[str]) -> subprocess.Popen[str]:
     # rcl applies --params-file and -p in order, the later winning: the test's own arguments
     # (a params file) go first, the scenario's -p overrides after them
-    argv = [args.node_exe or str(NODE), '--ros-args', '-p', f'model_path:={args.model}',
+    exe = args.node_exe or str(NODE.with_name('cost_map_lifecycle_node') if args.scenario ==
+                                'lifecycle' else NODE)
+    argv = [exe, '--ros-args', '-p', f'model_path:={args.model}',
             *args.node_arg, *extra]
     env = without_wheel_bootstrap(dict(os.environ)) if args.node_exe else None
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -270,6 +272,52 @@ def scenario_bad_start(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def scenario_lifecycle(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
+    """cost_map_lifecycle_node through its transitions: outputs only while active; cleanup
+    frees the model and a second configure/activate works again."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    def state() -> str:
+        return probe.call(GetState, '/cost_map/get_state', GetState.Request()).current_state.label
+
+    def change(transition: int) -> bool:
+        request = ChangeState.Request(transition=Transition(id=transition))
+        return probe.call(ChangeState, '/cost_map/change_state', request).success
+
+    def outputs_during(seconds: float, first_sec: int) -> int:
+        before = len(probe.received['cost'])
+        for i in range(int(seconds / 0.2)):
+            probe.send_frame(first_sec + i)
+            probe.spin_for(0.2)
+        return len(probe.received['cost']) - before
+
+    result: dict[str, Any] = {}
+    proc = start_node(args, ['-p', 'bank_size:=32'])
+    try:
+        result['initial'] = state()
+        result['costs_unconfigured'] = outputs_during(1.0, 10)
+        result['configure'] = change(Transition.TRANSITION_CONFIGURE)
+        result['after_configure'] = state()
+        result['costs_inactive'] = outputs_during(1.0, 20)
+        result['activate'] = change(Transition.TRANSITION_ACTIVATE)
+        result['after_activate'] = state()
+        probe.frames_until('cost', 30, 3, timeout=30)
+        result['deactivate'] = change(Transition.TRANSITION_DEACTIVATE)
+        probe.spin_for(0.5)
+        result['costs_deactivated'] = outputs_during(1.0, 60)
+        result['cleanup'] = change(Transition.TRANSITION_CLEANUP)
+        result['after_cleanup'] = state()
+        result['configure_again'] = change(Transition.TRANSITION_CONFIGURE)
+        result['activate_again'] = change(Transition.TRANSITION_ACTIVATE)
+        before = len(probe.received['cost'])
+        probe.frames_until('cost', 100, before + 2, timeout=30)
+        result['costs_again'] = len(probe.received['cost']) - before
+    finally:
+        stop_node(proc, result)
+    return result
+
+
 def scenario_qos(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     """A best-effort camera publisher and a node asking for reliable images: no frame can
     arrive, and the node must say why instead of staying silent."""
@@ -374,7 +422,8 @@ def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument('scenario',
-                        choices=['main', 'params', 'bad_start', 'bag', 'rate', 'qos'])
+                        choices=['main', 'params', 'bad_start', 'bag', 'rate', 'qos',
+                                 'lifecycle'])
     parser.add_argument('--rates', default='5,10,20,40')
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--size', default='544x1024')
@@ -396,7 +445,7 @@ def main() -> int:
         try:
             run = {'main': scenario_main, 'params': scenario_params,
                    'bag': scenario_bag, 'rate': scenario_rate,
-                   'qos': scenario_qos}[args.scenario]
+                   'qos': scenario_qos, 'lifecycle': scenario_lifecycle}[args.scenario]
             result = run(args, probe)
             result['received'] = {t: [describe(m) for m in probe.received[t]] for t in OUTPUTS}
             result['probe_rclpy'] = metadata.version('ros-rclpy')

@@ -128,3 +128,16 @@ def test_an_incompatible_camera_qos_is_reported_not_silent(texture_model: Textur
     assert run['costs'] == 0 and run['diagnostics']['image_qos_incompatible'] >= 1
     assert 'set image_reliability: best_effort' in run['node_log']
     assert run['exit_code'] == 0
+
+
+def test_lifecycle_node_publishes_only_while_active(texture_model: TextureModel,
+                                                    tmp_path: Path) -> None:
+    run = _drive('lifecycle', texture_model.onnx, tmp_path, domain_id=49)
+    assert run['initial'] == 'unconfigured' and run['costs_unconfigured'] == 0
+    assert run['configure'] and run['after_configure'] == 'inactive'
+    assert run['costs_inactive'] == 0
+    assert run['activate'] and run['after_activate'] == 'active'
+    assert run['deactivate'] and run['costs_deactivated'] == 0
+    assert run['cleanup'] and run['after_cleanup'] == 'unconfigured'
+    assert run['configure_again'] and run['activate_again'] and run['costs_again'] >= 2
+    assert run['exit_code'] == 0 and 'Traceback' not in run['node_log'], run['node_log']
