@@ -42,8 +42,8 @@ from contrast_semask_ros.pipeline import FrameResult, Pipeline, PipelineConfig
 _logger = logging.getLogger('contrast_semask_replay')
 
 OUTPUT_TOPICS = ('embedding', 'cost', 'confidence', 'cost_overlay')
-IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage',
-               'sensor_msgs/Image', 'sensor_msgs/CompressedImage')
+MASK_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/Image')  # ROS 2 and ROS 1 names
+IMAGE_TYPES = (*MASK_TYPES, 'sensor_msgs/msg/CompressedImage', 'sensor_msgs/CompressedImage')
 SHEET_FRAMES = 6  # rows of the contact sheet
 
 
@@ -131,6 +131,22 @@ class Recorder:
 
     def time(self, stage: str, ms: float) -> None:
         self.latency.setdefault(stage, []).append(ms)
+
+    def frame(self, result: FrameResult, rgb: np.ndarray, overlay: np.ndarray,
+              clock: tuple[float, float, float]) -> None:
+        """One processed frame; clock = perf_counter at start, after decoding, at the end."""
+        start, decoded, done = clock
+        self.time('decode_ms', (decoded - start) * 1e3)
+        for stage, ms in result.timings._asdict().items():
+            self.time(stage, ms)
+        self.time('encode_write_ms', (done - decoded) * 1e3 - result.timings.total_ms)
+        self.time('frame_ms', (done - start) * 1e3)
+        self.frame_stamps.append(result.stamp_ns)
+        self.coverage.append(float(np.isfinite(result.cost).mean()))
+        self.bank_sizes.append(result.bank_size)
+        self.sheet.append([result.stamp_ns, rgb, overlay, None])
+        if len(self.sheet) > 4 * SHEET_FRAMES:  # keep an evenly thinned sample
+            self.sheet = self.sheet[::2]
 
 
 class _Outputs:
@@ -233,8 +249,8 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
             from err
     try:
         cams = _topic_connections(reader, image_topic, 'image', IMAGE_TYPES)
-        patches = _topic_connections(reader, patch_topic, 'patch cost', IMAGE_TYPES[::2])
-        gts = (_topic_connections(reader, gt_topic, 'ground-truth cost', IMAGE_TYPES[::2])
+        patches = _topic_connections(reader, patch_topic, 'patch cost', MASK_TYPES)
+        gts = (_topic_connections(reader, gt_topic, 'ground-truth cost', MASK_TYPES)
                if gt_topic else [])
         compressed = 'Compressed' in cams[0].msgtype
         camera_type = cams[0].msgtype if reader.is2 else 'sensor_msgs/msg/Image'
@@ -242,7 +258,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
         total = sum(c.msgcount for c in (*cams, *patches, *gts))
         bar = _progress(total, progress)
         pending_gt: dict[int, np.ndarray] = {}  # ground truth that came before its frame
-        gt_overlay = _GroundTruth(rec, max_cost)
+        scorer = _GroundTruth(rec, max_cost)
         n_patch = 0
         wall_start = time.perf_counter()
         first_log: int | None = None
@@ -260,9 +276,13 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
                 continue
             if conn.topic == gt_topic:
                 stamp = _stamp_ns(msg)
-                truth = codec.image_to_array(msg)
+                try:
+                    truth = codec.image_to_array(msg)
+                except codec.CodecError:
+                    rec.skipped[f'undecodable {conn.topic}'] += 1
+                    continue
                 if stamp in recent:
-                    gt_overlay.score(stamp, recent[stamp], truth)
+                    scorer.score(stamp, recent[stamp], truth)
                 else:
                     pending_gt[stamp] = truth
                     while len(pending_gt) > pipeline.config.buffer_frames:
@@ -287,23 +307,12 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
                 raw = outputs.image(rgb, 'rgb8', outputs.header(result.stamp_ns,
                                                                 msg.header.frame_id))
             outputs.write(log_ns, raw, result, msg.header.frame_id, overlay)
-            done = time.perf_counter()
-            rec.time('decode_ms', (decoded - start) * 1e3)
-            for stage, ms in result.timings._asdict().items():
-                rec.time(stage, ms)
-            rec.time('encode_write_ms', (done - decoded) * 1e3 - result.timings.total_ms)
-            rec.time('frame_ms', (done - start) * 1e3)
-            rec.frame_stamps.append(result.stamp_ns)
-            rec.coverage.append(float(np.isfinite(result.cost).mean()))
-            rec.bank_sizes.append(result.bank_size)
+            rec.frame(result, rgb, overlay, (start, decoded, time.perf_counter()))
             recent[result.stamp_ns] = result.cost
             while len(recent) > pipeline.config.buffer_frames:
                 recent.pop(next(iter(recent)))
-            rec.sheet.append([result.stamp_ns, rgb, overlay, None])
-            if len(rec.sheet) > 4 * SHEET_FRAMES:  # keep an evenly thinned sample
-                rec.sheet = rec.sheet[::2]
             if result.stamp_ns in pending_gt:
-                gt_overlay.score(result.stamp_ns, result.cost, pending_gt.pop(result.stamp_ns))
+                scorer.score(result.stamp_ns, result.cost, pending_gt.pop(result.stamp_ns))
         bar.close()
         wall = time.perf_counter() - wall_start
         outputs.close()
@@ -314,7 +323,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
         'bag': str(bag), 'checkpoint_sha256': pipeline.backend.spec.checkpoint_sha256,
         'backend': pipeline.backend.name, 'engine_size': [pipeline.backend.spec.height,
                                                           pipeline.backend.spec.width],
-        'frames': frames, 'patches': rec.patches_used + rec.patches_held_out,
+        'frames': frames, 'patches': n_patch,
         'patches_used': rec.patches_used, 'patches_held_out': rec.patches_held_out,
         'wall_s': wall, 'throughput_fps': frames / wall if wall > 0 else 0.0,
         'realtime': realtime, 'max_cost': max_cost,
@@ -323,7 +332,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
         'coverage': {'final': rec.coverage[-1] if rec.coverage else 0.0,
                      'mean': float(np.mean(rec.coverage)) if rec.coverage else 0.0},
         'bank_size_final': rec.bank_sizes[-1] if rec.bank_sizes else 0,
-        'ground_truth': gt_overlay.summary(),
+        'ground_truth': scorer.summary(),
         'skipped': dict(rec.skipped),
         'config': pipeline.config.__dict__,
     }
