@@ -5,10 +5,11 @@
 
 Subscribes `image` (sensor_msgs/Image, or CompressedImage with image_transport:=compressed) and
 `patch_cost` (32FC1 Image, NaN = no measurement, stamped like the camera frame it is drawn on);
-publishes `embedding` (32FC<D>, stride 4), `cost` and `confidence` (32FC1, camera size, cost
-NaN = unknown), `cost_overlay` / `embedding_viz` (rgb8, only while subscribed) and
-`/diagnostics`; every output carries the input image's header. Services `~/reset_bank`,
-`~/save_bank`, `~/load_bank` (std_srvs/Trigger; paths from parameters).
+publishes `cost` (32FC1, camera size, NaN = unknown), `confidence` (32FC1) and `embedding`
+(32FC<D>, stride 4), `cost_overlay` / `embedding_viz` (rgb8) and `/diagnostics`; all but cost
+and diagnostics are computed only while somebody subscribes; every output carries the input
+image's header. Services `~/reset_bank`, `~/save_bank`, `~/load_bank` (std_srvs/Trigger; paths
+from parameters).
 
 `cost_map_lifecycle_node` is the managed variant: configure opens the model and creates the
 topics, activate starts processing, deactivate pauses, cleanup frees the model.
