@@ -21,7 +21,7 @@ PIP_FILTER := { grep -v 'is ignored: it is neither a file nor a directory' || tr
 .PHONY: help setup setup-kilted lint test demo clean
 
 help: ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 setup: $(STAMP) ## create .venv, install requirements/{dev,ros-jazzy}.txt and this package (editable)
 
