@@ -40,7 +40,6 @@ construction. Thread-safe: one lock guards every method.
 from __future__ import annotations
 
 import logging
-import operator
 import os
 import pickle
 import tempfile
@@ -52,6 +51,7 @@ from typing import NamedTuple
 import numpy as np
 
 from contrast_semask_ros.backends.base import Bank
+from contrast_semask_ros.frames import as_embedding, as_stamp_ns
 
 logger = logging.getLogger(__name__)
 
@@ -388,20 +388,14 @@ def _victims(policy: str, counts: np.ndarray, stamps: np.ndarray) -> np.ndarray:
 
 
 def _embedding(embedding: np.ndarray) -> np.ndarray:
-    emb = np.asarray(embedding)
-    if emb.ndim == 4 and emb.shape[0] == 1:
-        emb = emb[0]
-    if emb.ndim != 3 or 0 in emb.shape:
-        raise BankError(f'embedding must be (D, h, w) or (1, D, h, w) with no empty axis, got '
-                        f'{emb.shape}')
-    return emb
+    try:
+        return as_embedding(embedding)
+    except ValueError as err:
+        raise BankError(str(err)) from None
 
 
 def _stamp(value: int) -> int:
-    if isinstance(value, bool):
-        raise BankError(f'stamps are integer nanoseconds, got {value!r}')
     try:
-        return operator.index(value)
-    except TypeError:
-        raise BankError(f'stamps are integer nanoseconds, got {type(value).__name__} '
-                        f'{value!r}; use sec * 10**9 + nanosec from the header stamp') from None
+        return as_stamp_ns(value)
+    except TypeError as err:
+        raise BankError(str(err)) from None

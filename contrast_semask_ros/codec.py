@@ -298,6 +298,11 @@ def fill_compressed(msg: Any, rgb: np.ndarray, fmt: str = 'jpeg', quality: int =
     return msg
 
 
+def header_stamp_ns(header: Any) -> int:
+    """A std_msgs/Header's stamp (sec, nanosec) as integer nanoseconds."""
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
 def embedding_to_hwc(embedding: np.ndarray) -> np.ndarray:
     """(D, h, w) or (1, D, h, w) float32 -> contiguous (h, w, D) float32, to publish as 32FC<D>."""
     embedding = np.asarray(embedding)

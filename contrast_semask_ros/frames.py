@@ -116,13 +116,8 @@ class FrameBuffer:
         `max_age_s` before the newest stamp (or older than every kept frame of a full buffer):
         it is not kept.
         """
-        stamp = _stamp(stamp_ns)
-        array = np.asarray(embedding)
-        if array.ndim == 4 and array.shape[0] == 1:
-            array = array[0]
-        if array.ndim != 3 or 0 in array.shape:
-            raise ValueError(f'embedding must be (D, h, w) or (1, D, h, w) with no empty axis, '
-                             f'got {array.shape}; pass the backend output for one image')
+        stamp = as_stamp_ns(stamp_ns)
+        array = as_embedding(embedding)
         size = _image_size(image_size)
         # A copy: backends may reuse their output buffers on the next infer() call.
         stored = np.array(array, dtype=np.float32, order='C', copy=True)  # D, h, w
@@ -142,8 +137,8 @@ class FrameBuffer:
     def find(self, stamp_ns: int, tolerance_ns: int = 0) -> Lookup:
         """The frame stamped `stamp_ns`, else the nearest one within `tolerance_ns` (the earlier
         on a tie), with the reason on a miss."""
-        stamp = _stamp(stamp_ns)
-        tolerance = _stamp(tolerance_ns)
+        stamp = as_stamp_ns(stamp_ns)
+        tolerance = as_stamp_ns(tolerance_ns)
         if tolerance < 0:
             raise ValueError(f'tolerance_ns must be >= 0, got {tolerance}')
         with self._lock:
@@ -187,7 +182,8 @@ class FrameBuffer:
             self._evicted += cut
 
 
-def _stamp(value: int) -> int:
+def as_stamp_ns(value: int) -> int:
+    """`value` as an int stamp in nanoseconds; TypeError for bools, floats and the like."""
     if isinstance(value, bool):
         raise TypeError(f'stamps are integer nanoseconds, got {value!r}')
     try:
@@ -195,6 +191,17 @@ def _stamp(value: int) -> int:
     except TypeError:
         raise TypeError(f'stamps are integer nanoseconds, got {type(value).__name__} '
                         f'{value!r}; use sec * 10**9 + nanosec from the header stamp') from None
+
+
+def as_embedding(embedding: np.ndarray) -> np.ndarray:
+    """A (D, h, w) view of a (D, h, w) or (1, D, h, w) embedding; ValueError otherwise."""
+    array = np.asarray(embedding)
+    if array.ndim == 4 and array.shape[0] == 1:
+        array = array[0]
+    if array.ndim != 3 or 0 in array.shape:
+        raise ValueError(f'embedding must be (D, h, w) or (1, D, h, w) with no empty axis, '
+                         f'got {array.shape}; pass the backend output for one image')
+    return array
 
 
 def _image_size(image_size: tuple[int, int]) -> tuple[int, int]:

@@ -264,7 +264,7 @@ class _CostMap:
                 self._process(msg, received)
             except Exception as err:  # noqa: BLE001 - a bad frame must never stop the node
                 self.stats.count('frame_errors')
-                self.get_logger().error(f'frame {_stamp_ns(msg.header)} failed: {err}',
+                self.get_logger().error(f'frame {codec.header_stamp_ns(msg.header)} failed: {err}',
                                         throttle_duration_sec=THROTTLE_S)
 
     def _process(self, msg: Any, received: float) -> None:
@@ -283,7 +283,7 @@ class _CostMap:
                                    throttle_duration_sec=THROTTLE_S)
         self._last_size = size
         decoded = time.perf_counter()
-        stamp = _stamp_ns(msg.header)
+        stamp = codec.header_stamp_ns(msg.header)
         result = self.pipeline.process(rgb, stamp)
         processed = time.perf_counter()
         header = msg.header
@@ -321,7 +321,7 @@ class _CostMap:
             if mask.ndim != 2 or mask.dtype.kind != 'f':
                 raise codec.CodecError(f'patch_cost must be a 32FC1 (or 64FC1) image, got '
                                        f'{msg.encoding}')
-            result = self.pipeline.add_patch(mask, _stamp_ns(msg.header))
+            result = self.pipeline.add_patch(mask, codec.header_stamp_ns(msg.header))
         except (codec.CodecError, BankError, ValueError) as err:
             self.stats.count('patches_rejected')
             self.get_logger().warn(f'patch_cost rejected: {err}',
@@ -472,10 +472,6 @@ def _qos(depth: int, reliability: str, name: str) -> QoSProfile:
 
 def _subscribed(publisher: Any) -> bool:
     return publisher is not None and publisher.get_subscription_count() > 0
-
-
-def _stamp_ns(header: Any) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 def _header_now(node: Node) -> Any:

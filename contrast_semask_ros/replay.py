@@ -222,11 +222,6 @@ def _topic_connections(reader: Any, topic: str, what: str, allowed: Sequence[str
     return found
 
 
-def _stamp_ns(msg: Any) -> int:
-    stamp = msg.header.stamp
-    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
-
-
 def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
            patch_topic: str, gt_topic: str | None = None, hold_out_every: int = 0,
            realtime: bool = False, namespace: str = '/cost_map', progress: bool = True,
@@ -275,7 +270,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
                 rec.skipped[f'undecodable {conn.topic}'] += 1
                 continue
             if conn.topic == gt_topic:
-                stamp = _stamp_ns(msg)
+                stamp = codec.header_stamp_ns(msg.header)
                 try:
                     truth = codec.image_to_array(msg)
                 except codec.CodecError:
@@ -301,7 +296,7 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
                 _logger.debug('image skipped: %s', err)
                 continue
             decoded = time.perf_counter()
-            result = pipeline.process(rgb, _stamp_ns(msg))
+            result = pipeline.process(rgb, codec.header_stamp_ns(msg.header))
             overlay = cost_overlay(rgb, result.cost, max_cost)
             if not reader.is2:  # a ROS 1 camera message: written as a ROS 2 rgb8 Image
                 raw = outputs.image(rgb, 'rgb8', outputs.header(result.stamp_ns,
@@ -349,7 +344,7 @@ def _patch(pipeline: Pipeline, msg: Any, rec: Recorder, recent: dict[int, np.nda
     except codec.CodecError as err:
         rec.skipped[f'patch: {err}'[:80]] += 1
         return
-    stamp = _stamp_ns(msg)
+    stamp = codec.header_stamp_ns(msg.header)
     if hold_out:
         cost = recent.get(stamp)
         if cost is None:
