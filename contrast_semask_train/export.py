@@ -18,6 +18,7 @@ refuses a mismatch.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -141,9 +142,8 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
     reference = DeployWrapper(model, with_logits=with_logits)
     spec = deploy_spec(reference, height, width, bank_size, file_sha256(checkpoint), precision)
     wrapper = reference
-    if fp16:
-        half, _ = load_checkpoint(checkpoint)
-        wrapper = DeployWrapper(to_half_precision(half), with_logits=with_logits)
+    if fp16:  # a half-precision copy to export; the float32 reference stays for parity
+        wrapper = DeployWrapper(to_half_precision(copy.deepcopy(model)), with_logits=with_logits)
     example = example_inputs(spec)
 
     out.parent.mkdir(parents=True, exist_ok=True)
