@@ -350,9 +350,9 @@ def _patch(pipeline: Pipeline, msg: Any, rec: Recorder, recent: dict[int, np.nda
         if cost is None:
             rec.skipped['held-out patch without its frame'] += 1
             return
-        from contrast_semask_ros.preprocess import resize_labels
+        from contrast_semask_ros.bank import mask_to_grid
 
-        mask = resize_labels(mask, (cost.shape[1], cost.shape[0]))
+        mask = mask_to_grid(mask, *cost.shape)  # the bank's own mask resampling
         rec.held_out.extend(held_out_regions(mask, cost))
         rec.patches_held_out += 1
         return

@@ -1,4 +1,4 @@
-"""Counters and latency windows for diagnostics (node) and reports (replay). ROS-free."""
+"""Counters, latency windows and the frame rate behind the node's /diagnostics. ROS-free."""
 
 from __future__ import annotations
 
