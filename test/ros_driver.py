@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -420,6 +421,11 @@ def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
 
 
 def main() -> int:
+    interfaces = sorted(name for _, name in socket.if_nameindex())  # of this net namespace
+    if interfaces != ['lo']:  # DDS must never reach a real network from a test
+        sys.stderr.write('ros_driver.py starts DDS and runs only inside a private network '
+                         f'namespace (ros_harness.run_sealed); this one has {interfaces}\n')
+        return 3
     parser = argparse.ArgumentParser()
     parser.add_argument('scenario',
                         choices=['main', 'params', 'bad_start', 'bag', 'rate', 'qos',
