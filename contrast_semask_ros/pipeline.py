@@ -15,65 +15,27 @@ called from one thread at a time (the backend reuses its buffers).
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass
-from typing import NamedTuple
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from contrast_semask_ros.backends import Backend
-from contrast_semask_ros.bank import EVICTION_POLICIES, AddResult, PrototypeBank
+from contrast_semask_ros.backends import Backend, open_backend
+from contrast_semask_ros.bank import AddResult, PrototypeBank
 from contrast_semask_ros.frames import FrameBuffer
+from contrast_semask_ros.params import ConfigError, PipelineConfig, check
 from contrast_semask_ros.preprocess import resize_image
 
-
-class ConfigError(ValueError):
-    """A pipeline setting out of range or not matching the model; says what is allowed."""
-
-
-@dataclass(frozen=True)
-class PipelineConfig:
-    temperature: float = 0.1  # propagation softness (cosine units)
-    min_confidence: float = 0.5  # pixels less similar than this to every prototype are unknown
-    bank_size: int = 256  # prototypes kept; at most the engine's Kmax
-    min_patch_pixels: int = 16  # smallest region (at stride 4) that becomes a prototype
-    merge_similarity: float = 0.98  # merge a new prototype this similar to one held; 0 = never
-    eviction: str = 'oldest'  # 'oldest' or 'least_used'
-    buffer_frames: int = 30  # frames whose embeddings wait for their patch costs
-    buffer_age_s: float = 10.0  # ... and for at most this long after the newest frame
-    stamp_tolerance_s: float = 0.0  # nearest frame within this of a patch's stamp; 0 = exact
-
-    def validate(self, max_bank_size: int | None = None) -> PipelineConfig:
-        """Raise ConfigError for a setting out of range; returns self."""
-        check_propagation(self.temperature, self.min_confidence)
-        limit = max_bank_size or self.bank_size
-        if not 1 <= self.bank_size <= limit:
-            raise ConfigError(f'bank_size must be in [1, {limit}] (the model was exported '
-                              f'with bank size {limit}), got {self.bank_size}')
-        if self.min_patch_pixels < 1:
-            raise ConfigError(f'min_patch_pixels must be >= 1, got {self.min_patch_pixels}')
-        if not 0 <= self.merge_similarity <= 1:
-            raise ConfigError('merge_similarity must be in [0, 1] (0 = never merge), got '
-                              f'{self.merge_similarity}')
-        if self.eviction not in EVICTION_POLICIES:
-            raise ConfigError(f'eviction must be one of {EVICTION_POLICIES}, got '
-                              f'{self.eviction!r}')
-        if self.buffer_frames < 1 or not 0 < self.buffer_age_s < math.inf:
-            raise ConfigError('buffer_frames must be >= 1 and buffer_age_s > 0, got '
-                              f'{self.buffer_frames} and {self.buffer_age_s}')
-        if not 0 <= self.stamp_tolerance_s < math.inf:
-            raise ConfigError(f'stamp_tolerance_s must be >= 0, got {self.stamp_tolerance_s}')
-        return self
+# A checkpoint (.pt) has no exported bank: with bank_size 0 the PyTorch backend gets this many.
+DEFAULT_CHECKPOINT_BANK = 256
 
 
 def check_propagation(temperature: float, min_confidence: float) -> None:
     """The run-time adjustable settings; raises ConfigError."""
-    if not 0 < temperature <= 10:
-        raise ConfigError(f'temperature must be in (0, 10], got {temperature}')
-    if not -1 <= min_confidence <= 1:
-        raise ConfigError(f'min_confidence is a cosine similarity in [-1, 1], got '
-                          f'{min_confidence}')
+    check('temperature', temperature)
+    check('min_confidence', min_confidence)
 
 
 class StageTimings(NamedTuple):
@@ -106,7 +68,7 @@ class Pipeline:
 
     def __init__(self, backend: Backend, config: PipelineConfig) -> None:
         spec = backend.spec
-        self.config = config.validate(spec.bank_size)
+        config = self.config = config.validate(spec.bank_size)  # bank_size 0 -> Kmax
         self.backend = backend
         self.engine_size = (spec.width, spec.height)
         self.temperature = config.temperature
@@ -115,6 +77,38 @@ class Pipeline:
         self.bank = PrototypeBank(
             spec.embedding_dim, config.bank_size, config.min_patch_pixels,
             config.merge_similarity or None, config.eviction)
+
+    @classmethod
+    def open(cls, values: Mapping[str, Any]) -> Pipeline:
+        """Open the model named by a resolved parameter dict (params.resolve) and build the
+        pipeline on it. The engine decides the input size and, with bank_size 0, the bank
+        size; a parameter that contradicts the engine raises ConfigError naming both values
+        and the parameter to change. Model files that cannot be opened raise BackendError or
+        EngineSpecError with the path."""
+        model = Path(str(values['model_path'])).expanduser()
+        if not values['model_path'] or not model.is_file():
+            raise ConfigError(f"model_path {values['model_path']!r} is not a file: pass the "
+                              '.engine, .onnx or .pt to run (model_path:=/path/model.engine)')
+        backend = open_backend(model, values['backend'], height=values['input_height'],
+                               width=values['input_width'], bank_size=values['bank_size'] or
+                               DEFAULT_CHECKPOINT_BANK, device=values['device'],
+                               precision=values['precision'])
+        try:
+            spec = backend.spec
+            for name, want in (('input_height', spec.height), ('input_width', spec.width)):
+                if values[name] not in (0, want):
+                    raise ConfigError(
+                        f'{name}={values[name]} but {model.name} was built for '
+                        f'{spec.width}x{spec.height} (width x height): set {name} to 0 (= the '
+                        f'model size) or to {want}, or export the model for the size you want')
+            return cls(backend, PipelineConfig.from_values(values))
+        except BaseException:
+            backend.close()
+            raise
+
+    def close(self) -> None:
+        """Release the backend (GPU memory); the pipeline is unusable afterwards."""
+        self.backend.close()
 
     def set_propagation(self, temperature: float, min_confidence: float) -> None:
         """Change the run-time adjustable settings (validated; applies to the next frame)."""
@@ -174,3 +168,7 @@ def _to_camera(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w) engine-size plane -> (H, W) float32 at size = (W, H), always a fresh array."""
     out = resize_image(plane, size)
     return out.copy() if out is plane else out
+
+
+__all__ = ['ConfigError', 'FrameResult', 'PatchResult', 'Pipeline', 'PipelineConfig',
+           'StageTimings', 'check_propagation']

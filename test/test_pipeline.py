@@ -76,8 +76,10 @@ def test_patches_for_missing_frames_say_why(texture_model: TextureModel) -> None
 
 
 def test_settings_are_validated(texture_model: TextureModel) -> None:
-    with pytest.raises(ConfigError, match=r'bank_size must be in \[1, 32\]'):
+    with pytest.raises(ConfigError, match=r'bank_size=33 .*Kmax\) 32: set bank_size to 0'):
         _pipeline(texture_model, bank_size=33)
+    assert _pipeline(texture_model, bank_size=0).config.bank_size == 32  # 0 = the engine's Kmax
+    assert _pipeline(texture_model).bank.capacity == 32  # ... and the default
     with pytest.raises(ConfigError, match='eviction'):
         _pipeline(texture_model, eviction='random')
     pipeline = _pipeline(texture_model)

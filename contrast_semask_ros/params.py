@@ -1,0 +1,243 @@
+"""The cost map's parameters: one table for the node, replay, the benchmarks and the README.
+
+    values = resolve(read_params_file('config/cost_map.yaml'), {'temperature': 0.05})
+    config = PipelineConfig.from_values(values)      # the pipeline's settings, validated
+
+Each `Param` has a name, a type, a default, an allowed range or set of choices and a
+description. The node declares exactly these ROS parameters (read-only unless `runtime`);
+replay offers every `scope in ('model', 'pipeline', 'render')` one as a CLI option and reads
+the node's own parameter file with `--params`, so a replay runs with the robot's settings. A test
+checks the README's parameter table against this one. ROS-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+
+class ConfigError(ValueError):
+    """A setting out of range or not matching the model; says what is allowed."""
+
+
+class Param(NamedTuple):
+    name: str
+    type: type  # str, int, float or bool
+    default: Any
+    description: str
+    scope: str  # 'model' (opening it), 'pipeline', 'render', 'ros' (node only)
+    low: float | None = None  # inclusive bounds, None = unbounded
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    runtime: bool = False  # may change while running (ros2 param set)
+    low_open: bool = False  # the low bound itself is excluded
+
+
+PARAMS: tuple[Param, ...] = (
+    Param('model_path', str, '', 'TensorRT .engine, ONNX .onnx (each with its .json '
+          'EngineSpec) or checkpoint .pt', 'model'),
+    Param('backend', str, 'auto', 'auto (by extension), tensorrt, onnxruntime or torch', 'model',
+          choices=('auto', 'tensorrt', 'onnxruntime', 'torch')),
+    Param('device', str, 'auto', 'PyTorch backend: auto, cuda or cpu', 'model',
+          choices=('auto', 'cuda', 'cpu')),
+    Param('precision', str, 'auto', 'PyTorch backend: auto (fp16 on CUDA), fp32, fp16 or bf16',
+          'model', choices=('auto', 'fp32', 'fp16', 'bf16')),
+    Param('input_height', int, 0, 'engine input height; 0 = from the EngineSpec (required for '
+          '.pt)', 'model', low=0),
+    Param('input_width', int, 0, 'engine input width; 0 = from the EngineSpec (required for '
+          '.pt)', 'model', low=0),
+    Param('temperature', float, 0.1, 'propagation temperature (cosine units), (0, 10]',
+          'pipeline', low=0.0, high=10.0, low_open=True, runtime=True),
+    Param('min_confidence', float, 0.5, 'cost is NaN (unknown) where the best similarity to '
+          'the bank is below this, [-1, 1]', 'pipeline', low=-1.0, high=1.0, runtime=True),
+    Param('bank_size', int, 0, "prototypes kept; 0 = the engine's Kmax (its bank size)",
+          'pipeline', low=0),
+    Param('min_patch_pixels', int, 16, 'smallest patch region, in stride-4 cells', 'pipeline',
+          low=1),
+    Param('merge_similarity', float, 0.98, 'merge a new prototype into one at least this '
+          'similar; 0 = never', 'pipeline', low=0.0, high=1.0),
+    Param('eviction', str, 'oldest', 'bank eviction when full: oldest or least_used',
+          'pipeline', choices=('oldest', 'least_used')),
+    Param('buffer_frames', int, 30, 'past frames kept for patch costs that arrive later',
+          'pipeline', low=1),
+    Param('buffer_age_s', float, 10.0, 'and for at most this many seconds', 'pipeline',
+          low=0.0, low_open=True),
+    Param('stamp_tolerance_s', float, 0.0, 'a patch matches the nearest frame within this; '
+          '0 = exact', 'pipeline', low=0.0),
+    Param('image_transport', str, 'raw', 'raw (sensor_msgs/Image) or compressed '
+          '(CompressedImage)', 'ros', choices=('raw', 'compressed')),
+    Param('publish_embedding', bool, True, 'publish the 32FC<D> embedding image', 'ros'),
+    Param('publish_confidence', bool, True, 'publish the confidence image', 'ros'),
+    Param('overlay_max_cost', float, 1.0, 'cost shown red in cost_overlay', 'render', low=0.0,
+          low_open=True, runtime=True),
+    Param('image_qos_depth', int, 1, 'image subscription depth (keep small: stale frames drop)',
+          'ros', low=1),
+    Param('image_reliability', str, 'best_effort', 'image subscription: best_effort or '
+          'reliable', 'ros', choices=('best_effort', 'reliable')),
+    Param('patch_qos_depth', int, 10, 'patch_cost subscription depth (reliable)', 'ros', low=1),
+    Param('output_qos_depth', int, 1, 'output publishers depth', 'ros', low=1),
+    Param('output_reliability', str, 'reliable', 'output publishers: reliable or best_effort',
+          'ros', choices=('reliable', 'best_effort')),
+    Param('bank_load_path', str, '', 'bank .npz preloaded at start and read by ~/load_bank',
+          'ros'),
+    Param('bank_save_path', str, 'prototype_bank.npz', 'where ~/save_bank writes', 'ros'),
+    Param('diagnostics_period_s', float, 1.0, 'period of /diagnostics; 0 = none', 'ros',
+          low=0.0),
+)
+BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
+DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMS}
+
+
+def check(name: str, value: Any) -> Any:
+    """`value` converted to the parameter's type and checked; raises ConfigError."""
+    param = BY_NAME.get(name)
+    if param is None:
+        raise ConfigError(f'unknown parameter {name!r}; known: {", ".join(BY_NAME)}')
+    try:
+        if param.type is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            converted: Any = value
+        elif param.type is int:
+            if isinstance(value, bool) or int(value) != value:
+                raise TypeError
+            converted = int(value)
+        elif param.type is float:
+            if isinstance(value, bool):
+                raise TypeError
+            converted = float(value)
+        else:
+            converted = str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f'{name} must be a {param.type.__name__}, got {value!r}') from None
+    if param.choices and converted not in param.choices:
+        raise ConfigError(f'{name} must be one of {", ".join(param.choices)}, got {value!r}')
+    if param.type in (int, float):
+        if isinstance(converted, float) and math.isnan(converted):
+            raise ConfigError(f'{name} must be a number, got NaN')
+        low_ok = (param.low is None or converted > param.low if param.low_open
+                  else param.low is None or converted >= param.low)
+        high_ok = param.high is None or converted <= param.high
+        if not (low_ok and high_ok):
+            raise ConfigError(f'{name} must be in {_range_text(param)}, got {value!r}')
+    return converted
+
+
+def _range_text(param: Param) -> str:
+    low = '-inf' if param.low is None else f'{param.low:g}'
+    high = 'inf' if param.high is None else f'{param.high:g}'
+    return f"{'(' if param.low_open or param.low is None else '['}{low}, {high}]"
+
+
+def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults, then each layer in order (later wins), every value checked."""
+    values = dict(DEFAULTS)
+    for layer in layers:
+        for name, value in layer.items():
+            values[name] = check(name, value)
+    return values
+
+
+def read_params_file(path: str | os.PathLike, node_name: str = 'cost_map') -> dict[str, Any]:
+    """The `ros__parameters` of a ROS 2 parameter file (keyed `/**:` or by node name)."""
+    import yaml  # lazy: only replay and the benchmarks read parameter files
+
+    path = Path(path)
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise ConfigError(f'cannot read parameter file {path}: {err}') from err
+    if not isinstance(document, dict):
+        raise ConfigError(f'{path} is not a ROS 2 parameter file (expected a mapping like '
+                          "'/**: {ros__parameters: {...}}')")
+    values: dict[str, Any] = {}
+    for key in ('/**', node_name, f'/{node_name}'):  # later, more specific keys win
+        section = document.get(key)
+        if isinstance(section, dict) and isinstance(section.get('ros__parameters'), dict):
+            values.update(section['ros__parameters'])
+    if not values:
+        raise ConfigError(f"{path} has no ros__parameters under '/**' or {node_name!r}; keys: "
+                          f'{", ".join(map(str, document))}')
+    unknown = sorted(set(values) - set(BY_NAME))
+    if unknown:
+        raise ConfigError(f'{path}: unknown parameter(s) {", ".join(unknown)}; known: '
+                          f'{", ".join(BY_NAME)}')
+    return values
+
+
+def add_cli_options(parser: argparse.ArgumentParser, scopes: Iterable[str]) -> None:
+    """One `--name-with-dashes` option per parameter of `scopes`; unset options stay None."""
+    scopes = tuple(scopes)
+    for param in PARAMS:
+        if param.scope not in scopes:
+            continue
+        flag = '--' + param.name.replace('_', '-')
+        kind: Any = _parse_bool if param.type is bool else param.type
+        parser.add_argument(flag, dest=param.name, type=kind, default=None,
+                            choices=param.choices or None, metavar=None if param.choices else
+                            param.type.__name__.upper(),
+                            help=f'{param.description} (default {param.default!r})')
+
+
+def cli_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The parameter options that were given on the command line."""
+    return {p.name: getattr(args, p.name) for p in PARAMS
+            if getattr(args, p.name, None) is not None}
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ('true', '1', 'yes'):
+        return True
+    if text.lower() in ('false', '0', 'no'):
+        return False
+    raise argparse.ArgumentTypeError(f'expected true or false, got {text!r}')
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The pipeline's settings (the `pipeline` scope of PARAMS; defaults from the table)."""
+
+    temperature: float = DEFAULTS['temperature']
+    min_confidence: float = DEFAULTS['min_confidence']
+    bank_size: int = DEFAULTS['bank_size']
+    min_patch_pixels: int = DEFAULTS['min_patch_pixels']
+    merge_similarity: float = DEFAULTS['merge_similarity']
+    eviction: str = DEFAULTS['eviction']
+    buffer_frames: int = DEFAULTS['buffer_frames']
+    buffer_age_s: float = DEFAULTS['buffer_age_s']
+    stamp_tolerance_s: float = DEFAULTS['stamp_tolerance_s']
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> PipelineConfig:
+        """The pipeline settings out of a full parameter dict (other keys ignored)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
+
+    def validate(self, max_bank_size: int | None = None) -> PipelineConfig:
+        """Check every setting against the table (and bank_size against the engine's Kmax);
+        returns self with bank_size 0 replaced by the engine's Kmax."""
+        for f in fields(self):
+            check(f.name, getattr(self, f.name))
+        bank_size = self.bank_size
+        if max_bank_size is not None:
+            if bank_size == 0:
+                bank_size = max_bank_size
+            elif bank_size > max_bank_size:
+                raise ConfigError(
+                    f'bank_size={bank_size} but the model was exported with bank size (Kmax) '
+                    f'{max_bank_size}: set bank_size to 0 (= Kmax) or at most {max_bank_size}, '
+                    'or export the model with a larger --bank-size')
+        elif bank_size == 0:
+            raise ConfigError('bank_size 0 means "the engine\'s Kmax": validate with the engine')
+        if not self.buffer_age_s < math.inf:
+            raise ConfigError(f'buffer_age_s must be finite, got {self.buffer_age_s}')
+        if not self.stamp_tolerance_s < math.inf:
+            raise ConfigError(f'stamp_tolerance_s must be finite, got {self.stamp_tolerance_s}')
+        if bank_size == self.bank_size:
+            return self
+        return PipelineConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)},
+                                 'bank_size': bank_size})
