@@ -52,7 +52,7 @@ setup(
             'contrast-semask-export = contrast_semask_train.export:main',
             'contrast-semask-replay = contrast_semask_ros.replay:main',
             'cost_map_node = contrast_semask_ros.node:main',
-            'cost_map_lifecycle_node = contrast_semask_ros.node:lifecycle_main',
+            'cost_map_lifecycle_node = contrast_semask_ros.lifecycle_node:main',
         ],
     },
 )

@@ -1,4 +1,4 @@
-"""The seed's pixel-contrastive bank loss (seed_spec §2.3): fused/chunked vs the seed's dense
+"""The seed's pixel-contrastive bank loss (docs/MODEL.md §3.3): fused/chunked vs the seed's dense
 formulation, forward+backward time and peak memory, for bench/RESULTS.md.
 
     PYTHONPATH=. .venv/bin/python bench/bench_losses.py --device cpu --n 16384 --dim 64 \\
@@ -34,9 +34,9 @@ VARIANTS = ('fused', 'fused-nockpt', 'naive')
 def dense_seed_loss(anchors: torch.Tensor, anchor_labels: torch.Tensor, bank: torch.Tensor,
                     bank_labels: torch.Tensor, temperature: float,
                     class_weights: torch.Tensor) -> torch.Tensor:
-    """The seed's dense formulation (§2.3 steps 5-10): float n x n masks and exponentials.
+    """The seed's dense formulation (§3.3 steps 5-10): float n x n masks and exponentials.
 
-    Unlike the seed, the off-diagonal mask is built on the inputs' device (pitfall 8).
+    Unlike the seed, the off-diagonal mask is built on the inputs' device (docs/MODEL.md §3.3).
     """
     X = torch.cat([bank, anchors])  # n, D
     y = torch.cat([bank_labels, anchor_labels])[:, None]  # n, 1

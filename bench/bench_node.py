@@ -1,115 +1,107 @@
-"""Node overhead beyond inference: what `cost_map_node` does per frame besides the backend call.
+#!/usr/bin/env python3
+"""Node overhead beyond inference: `cost_map_node`'s own per-frame code path, publish included.
 
-    PYTHONPATH=. .venv/bin/python bench/bench_node.py --frames 200 --warmup 20
+    .venv/bin/python bench/bench_node.py --frames 300 --warmup 30
 
-The real code paths of contrast_semask_ros.node, without a node or DDS (no rclpy.init):
+Runs the real node class (contrast_semask_ros.node) with real rclpy and Fast DDS, sealed in a
+private network namespace (test/ros_harness.py), on a backend whose graph costs nothing
+(`_run` returns precomputed outputs of the engine's shapes), so everything timed is the node's
+own work: `CostMapNode._process(msg, ...)` on a received rgb8 Image (decode, pipeline resize /
+frame buffer / outputs, rendering, message fields, `publish()` of every subscribed output,
+stats). A subscriber process subscribes to a chosen set of outputs, so the node computes and
+publishes exactly those (as it does for rviz or a planner).
 
-- receive: `deserialize_message` of a serialized rgb8 Image (what the rclpy executor does
-  before the image callback; reported, not part of the node's `_process`);
-- decode: `codec.image_to_rgb` of that received Image (raw transport), or
-  `codec.compressed_to_rgb` of a received jpeg CompressedImage (image_transport:=compressed);
-- pipeline: `Pipeline.process` with a backend whose `_run` returns precomputed outputs of the
-  engine's shapes, so resize, buffer and output stages are real and `infer_ms` is only the host
-  staging of `Backend.infer` (bank padding); the pipeline overhead is total_ms - infer_ms;
-- encode + "publish": cost and confidence (32FC1) and the embedding (32FC<D> via
-  `codec.embedding_to_hwc`) filled into sensor_msgs Images exactly as `_process` does, then
-  `serialize_message` of each. An approximation of `publish`: both convert the message to its
-  C struct and serialize it to CDR, but `serialize_message` also copies the CDR into a Python
-  `bytes` (about 0.6 ms for the 8.9 MB embedding), which `publish` does not, and the DDS
-  hand-off that `publish` does (copies into the transport, fragmentation) is not measured;
-- overlay / embedding_viz: `visualize.cost_overlay` / `embedding_colours` + fill + serialize,
-  which the node only does while somebody subscribes;
-- patch: a received 32FC1 patch_cost Image with 2 constant-cost regions ->
-  `codec.image_to_array` -> `Pipeline.add_patch` (per patch message, `_on_patch`'s work).
-
-The per-frame totals are sums per frame (then median / p99 over frames), not sums of medians.
-Prints markdown table rows; copy them to bench/RESULTS.md with the hardware.
+Per configuration it reports median / p99 over the frames of:
+- `node`: `_process` wall time minus the backend call's host staging (`infer_ms`);
+- `before publish`: the same minus the time inside every `publish()`;
+- `publish <output>`: the time inside each output's `publish()` (rclpy -> CDR -> Fast DDS);
+- minor page faults per frame during `_process` (0 = no fresh frame-sized allocations).
+Prints markdown rows; copy them to bench/RESULTS.md with the machine and load it prints.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
-import cv2
 import numpy as np
-from rclpy.serialization import deserialize_message, serialize_message
-from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Header
 
-from contrast_semask_ros import codec
-from contrast_semask_ros.backends.base import Backend
-from contrast_semask_ros.engine_spec import INPUT_NAMES, EngineSpec, TensorSpec
-from contrast_semask_ros.pipeline import Pipeline, PipelineConfig
-from contrast_semask_ros.visualize import cost_overlay, embedding_colours
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / 'test'))
+sys.path.insert(0, str(REPO))
 
 _logger = logging.getLogger('bench_node')
 
-FRAME_PERIOD_NS = 100_000_000  # 10 Hz camera stamps
+CONFIGS = {  # name -> outputs the subscriber process subscribes to
+    'cost': ('cost',),
+    'cost+confidence': ('cost', 'confidence'),
+    'cost+confidence+embedding': ('cost', 'confidence', 'embedding'),
+    'all five': ('cost', 'confidence', 'embedding', 'cost_overlay', 'embedding_viz'),
+}
+SUBSCRIBER = '''
+import sys, rclpy
+from rclpy.qos import QoSProfile
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node('bench_subscriber')
+subs = [node.create_subscription(Image, t, lambda m: None, QoSProfile(depth=1))
+        for t in sys.argv[1:]]
+print('ready', flush=True)
+rclpy.spin(node)
+'''
 
 
-def make_spec(height: int, width: int, dim: int, bank_size: int, stride: int = 4) -> EngineSpec:
-    """An EngineSpec for the deployable graph at height x width, D = dim, Kmax = bank_size."""
-    h, w = -(-height // stride), -(-width // stride)
-    inputs = (TensorSpec('image', (1, height, width, 3), 'uint8'),
-              TensorSpec('prototypes', (bank_size, dim), 'float32'),
-              TensorSpec('prototype_costs', (bank_size,), 'float32'),
-              TensorSpec('prototype_valid', (bank_size,), 'float32'),
-              TensorSpec('temperature', (1,), 'float32'))
-    assert tuple(t.name for t in inputs) == INPUT_NAMES
-    outputs = (TensorSpec('embedding', (1, dim, h, w), 'float32'),
-               TensorSpec('cost', (1, 1, height, width), 'float32'),
-               TensorSpec('confidence', (1, 1, height, width), 'float32'))
-    spec = EngineSpec(inputs=inputs, outputs=outputs, height=height, width=width, stride=stride,
-                      embedding_dim=dim, bank_size=bank_size, mean=(123.675, 116.28, 103.53),
-                      std=(58.395, 57.12, 57.375), class_names=(), checkpoint_sha256='bench',
-                      opset=17, precision='fp32')
-    spec.validate()
-    return spec
+def _precomputed_backend(height: int, width: int, dim: int, bank_size: int) -> Any:
+    """A Backend at height x width whose graph returns fixed smooth outputs instantly."""
+    import cv2
 
+    from contrast_semask_ros.backends.base import Backend
+    from contrast_semask_ros.engine_spec import EngineSpec
 
-class PrecomputedBackend(Backend):
-    """A backend whose graph costs nothing: `_run` returns the same precomputed outputs (like a
-    TensorRT backend, the arrays are reused from call to call)."""
+    spec = EngineSpec.build(height=height, width=width, stride=4, embedding_dim=dim,
+                            bank_size=bank_size, mean=(123.675, 116.28, 103.53),
+                            std=(58.395, 57.12, 57.375),
+                            class_names=(), checkpoint_sha256='bench', opset=17,
+                            precision='fp32')
+    rng = np.random.default_rng(0)
 
-    name = 'precomputed'
+    def smooth(low: float, high: float) -> np.ndarray:
+        coarse = rng.uniform(low, high, (height // 32 + 1, width // 32 + 1)).astype(np.float32)
+        return np.ascontiguousarray(cv2.resize(coarse, (width, height)))
 
-    def __init__(self, spec: EngineSpec, rng: np.random.Generator) -> None:
-        super().__init__(spec)
-        D, H, W = spec.embedding_dim, spec.height, spec.width
-        h, w = spec.output('embedding').shape[2:]
-        # smooth unit-norm embedding: neighbouring cells similar, like a real one
-        coarse = rng.normal(size=(-(-h // 8), -(-w // 8), D)).astype(np.float32)
-        hwc = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
-        hwc += 0.3 * rng.normal(size=hwc.shape).astype(np.float32)
-        hwc /= np.linalg.norm(hwc, axis=2, keepdims=True)
-        self.embedding = np.ascontiguousarray(hwc.transpose(2, 0, 1))[None]  # 1, D, h, w
-        # cost and confidence vary smoothly, like real ones (an i.i.d. random unknown mask
-        # would make `cost[confidence < min_confidence] = nan` several times slower through
-        # branch mispredictions); about a quarter of the pixels under min_confidence = 0.5
-        self.cost = smooth_plane(rng, H, W, 0.0, 1.0)[None, None]
-        self.confidence = smooth_plane(rng, H, W, 0.2, 1.0)[None, None]
+    class Precomputed(Backend):
+        name = 'precomputed'
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        return self.embedding, self.cost, self.confidence
+        def __init__(self) -> None:
+            super().__init__(spec)
+            h, w = spec.output('embedding').shape[2:]
+            hwc = cv2.resize(rng.normal(size=(h // 8 + 1, w // 8 + 1, dim)).astype(np.float32),
+                             (w, h))
+            hwc /= np.linalg.norm(hwc, axis=2, keepdims=True)
+            self.outputs = (np.ascontiguousarray(hwc.transpose(2, 0, 1))[None],  # 1, D, h, w
+                            smooth(0.0, 1.0)[None, None],  # cost, smooth like a real one
+                            smooth(0.2, 1.0)[None, None])  # ~1/4 under min_confidence 0.5
 
+        def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+            return self.outputs
 
-def smooth_plane(rng: np.random.Generator, height: int, width: int, low: float, high: float
-                 ) -> np.ndarray:
-    """(H, W) float32 in [low, high], bilinear from a random grid of 32-pixel cells."""
-    coarse = rng.uniform(low, high, (-(-height // 32) + 1, -(-width // 32) + 1))
-    return np.ascontiguousarray(cv2.resize(coarse.astype(np.float32), (width, height),
-                                           interpolation=cv2.INTER_LINEAR))
+    return Precomputed()
 
 
 def camera_image(height: int, width: int, rng: np.random.Generator) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: a real photo (scikit-image's motorcycle_left.png) resized to the
-    camera size, so the jpeg size and decode time are realistic; smooth noise if it is missing."""
+    """(H, W, 3) uint8 RGB: scikit-image's motorcycle_left.png resized (a real photo), or smooth
+    noise when scikit-image is missing."""
+    import cv2
+
     try:
         from importlib.resources import files
 
@@ -118,263 +110,139 @@ def camera_image(height: int, width: int, rng: np.random.Generator) -> np.ndarra
     except ImportError:
         bgr = None
     if bgr is None:
-        _logger.info('motorcycle_left.png not found: using a synthetic image')
         coarse = rng.integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
-        rgb = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
-        noise = rng.normal(0, 6, rgb.shape)
-        return np.clip(rgb + noise, 0, 255).astype(np.uint8)
-    bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    return cv2.cvtColor(cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA),
+                        cv2.COLOR_BGR2RGB)
 
 
-def header_at(stamp_ns: int) -> Header:
-    header = Header(frame_id='camera')
-    header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
-    return header
+class _TimedPublisher:
+    """Wraps a publisher: `publish` is timed into `times[name]`, counts pass through."""
+
+    def __init__(self, publisher: Any, name: str, times: dict[str, list[float]]) -> None:
+        self._publisher, self._name, self._times = publisher, name, times
+
+    def publish(self, msg: Any) -> None:
+        start = time.perf_counter()
+        self._publisher.publish(msg)
+        self._times.setdefault(self._name, []).append((time.perf_counter() - start) * 1e3)
+
+    def get_subscription_count(self) -> int:
+        return self._publisher.get_subscription_count()
 
 
-def received(msg: object, msg_type: type) -> object:
-    """The message as a subscriber gets it: serialized, then deserialized by rclpy."""
-    return deserialize_message(serialize_message(msg), msg_type)
+def inner(args: argparse.Namespace) -> dict[str, Any]:
+    """Inside the sealed namespace: the real node on the precomputed backend, one subscriber
+    process per configuration."""
+    import rclpy
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import Image
 
+    from contrast_semask_ros import codec
+    from contrast_semask_ros import node as node_module
+    from contrast_semask_ros.pipeline import Pipeline, PipelineConfig
 
-def patch_message(height: int, width: int, stamp_ns: int, rng: np.random.Generator) -> Image:
-    """A 32FC1 patch_cost Image: NaN except 2 rectangles of constant cost (traversed patches)."""
-    mask = np.full((height, width), np.nan, np.float32)
-    for _ in range(2):
-        ph, pw = int(rng.integers(80, 160)), int(rng.integers(120, 300))
-        top, left = int(rng.integers(0, height - ph)), int(rng.integers(0, width - pw))
-        mask[top:top + ph, left:left + pw] = rng.uniform(0.0, 1.0)
-    return codec.fill_image(Image(), mask, '32FC1', header_at(stamp_ns))
+    height, width = args.camera
+    backend = _precomputed_backend(*args.engine, args.dim, args.bank_size)
 
+    class BenchPipeline(Pipeline):
+        @classmethod
+        def open(cls, values: Any, reuse_outputs: bool = False) -> Pipeline:
+            return cls(backend, PipelineConfig.from_values(values), reuse_outputs)
 
-def ms_since(start: float) -> float:
-    return (time.perf_counter() - start) * 1e3
-
-
-def run_config(camera: tuple[int, int], engine: tuple[int, int], args: argparse.Namespace,
-               raw_bytes: bytes, jpeg_bytes: bytes
-               ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Time every stage for `args.frames` frames after `args.warmup`; returns stage -> times
-    (ms, one per frame; patch_* one per patch message) and a few facts for the report."""
-    height, width = camera
+    node_module.Pipeline = BenchPipeline  # the node's own code, on the precomputed backend
+    rclpy.init()
+    node = node_module.CostMapNode()
     rng = np.random.default_rng(0)
-    spec = make_spec(*engine, args.dim, args.bank_size)
-    backend = PrecomputedBackend(spec, rng)
-    pipeline = Pipeline(backend, PipelineConfig(bank_size=args.bank_size))
-    # a full bank (the worst case for staging): random unit prototypes never merge
-    protos = rng.normal(size=(args.bank_size, args.dim))
-    for i, proto in enumerate(protos):
-        pipeline.bank.add(proto, float(rng.uniform(0, 1)), i)
-    assert len(pipeline.bank) == args.bank_size
-    times: dict[str, list[float]] = {}
-
-    def add(stage: str, ms: float) -> None:
-        times.setdefault(stage, []).append(ms)
-
-    stamp = 1_700_000_000 * 1_000_000_000
-    for i in range(args.warmup + args.frames):
-        keep = i >= args.warmup
-        stamp += FRAME_PERIOD_NS
-        # what the executor hands the image callback
-        t0 = time.perf_counter()
-        msg = deserialize_message(raw_bytes, Image)
-        receive_ms = ms_since(t0)
-        msg.header = header_at(stamp)
-        cmsg = deserialize_message(jpeg_bytes, CompressedImage)
-        # CostMapNode._process: decode
-        faults0 = _minor_faults()
-        t0 = time.perf_counter()
-        rgb = codec.image_to_rgb(msg)
-        decode_ms = ms_since(t0)
-        t0 = time.perf_counter()
-        rgb_jpeg = codec.compressed_to_rgb(cmsg)
-        decode_jpeg_ms = ms_since(t0)
-        assert rgb.shape == rgb_jpeg.shape == (height, width, 3)
-        # pipeline
-        result = pipeline.process(rgb, stamp)
-        timings = result.timings
-        # encode + publish (serialize), as in _process
-        header = msg.header
-        t0 = time.perf_counter()
-        cost_msg = codec.fill_image(Image(), result.cost, '32FC1', header)
-        t1 = time.perf_counter()
-        cost_bytes = serialize_message(cost_msg)
-        t2 = time.perf_counter()
-        conf_msg = codec.fill_image(Image(), result.confidence, '32FC1', header)
-        t3 = time.perf_counter()
-        conf_bytes = serialize_message(conf_msg)
-        t4 = time.perf_counter()
-        hwc = codec.embedding_to_hwc(result.embedding)
-        t5 = time.perf_counter()
-        emb_msg = codec.fill_image(Image(), hwc, f'32FC{hwc.shape[2]}', header)
-        t6 = time.perf_counter()
-        emb_bytes = serialize_message(emb_msg)
-        t7 = time.perf_counter()
-        faults1 = _minor_faults()
-        # optional outputs (only while subscribed)
-        overlay = cost_overlay(rgb, result.cost, 1.0)
-        t8 = time.perf_counter()
-        overlay_bytes = serialize_message(codec.fill_image(Image(), overlay, 'rgb8', header))
-        t9 = time.perf_counter()
-        viz = embedding_colours(result.embedding)
-        viz_bytes = serialize_message(codec.fill_image(Image(), viz, 'rgb8', header))
-        t10 = time.perf_counter()
-        faults2 = _minor_faults()
-        if not keep:
-            continue
-        add('receive', receive_ms)
-        add('decode', decode_ms)
-        add('decode_jpeg', decode_jpeg_ms)
-        add('resize', timings.resize_ms)
-        add('infer', timings.infer_ms)
-        add('buffer', timings.buffer_ms)
-        add('output', timings.output_ms)
-        add('pipeline', timings.total_ms - timings.infer_ms)
-        add('fill_cost', (t1 - t0) * 1e3)
-        add('ser_cost', (t2 - t1) * 1e3)
-        add('fill_conf', (t3 - t2) * 1e3)
-        add('ser_conf', (t4 - t3) * 1e3)
-        add('hwc', (t5 - t4) * 1e3)
-        add('fill_emb', (t6 - t5) * 1e3)
-        add('ser_emb', (t7 - t6) * 1e3)
-        add('publish', (t7 - t0) * 1e3)
-        add('overlay_compute', (t8 - t7) * 1e3)
-        add('overlay', (t9 - t7) * 1e3)
-        add('embedding_viz', (t10 - t9) * 1e3)
-        frame = decode_ms + timings.total_ms - timings.infer_ms + (t7 - t0) * 1e3
-        add('total', frame)
-        add('total_noemb', frame - (t7 - t4) * 1e3)
-        add('total_jpeg', frame - decode_ms + decode_jpeg_ms)
-        add('total_receive', frame + receive_ms)
-        add('total_overlay', frame + (t9 - t7) * 1e3)
-        add('total_all', frame + (t10 - t7) * 1e3)
-        # the JPEG decode runs in this window too (its faults are counted; its time is not)
-        add('faults', faults1 - faults0)
-        add('faults_viz', faults2 - faults1)
-
-    # _on_patch: patch messages drawn on buffered frames (a different callback thread in the
-    # node; timed here on their own)
-    stamps = pipeline.frames.stamps
-    bank_before = len(pipeline.bank)
-    for i in range(args.warmup + args.patches):
-        pmsg = received(patch_message(height, width, stamps[i % len(stamps)], rng), Image)
-        t0 = time.perf_counter()
-        mask = codec.image_to_array(pmsg)
-        if mask.ndim != 2 or mask.dtype.kind != 'f':
-            raise RuntimeError(f'bad patch mask {mask.dtype} {mask.shape}')
-        patch = pipeline.add_patch(mask, int(pmsg.header.stamp.sec) * 1_000_000_000
-                                   + int(pmsg.header.stamp.nanosec))
-        elapsed = ms_since(t0)
-        if patch.added is None:
-            raise RuntimeError(f'patch missed its frame: {patch.miss_reason}')
-        if i >= args.warmup:
-            add('patch', elapsed)
-            add('patch_bank', patch.elapsed_ms)
-    facts = {
-        'raw_bytes': len(raw_bytes), 'jpeg_bytes': len(jpeg_bytes),
-        'cost_bytes': len(cost_bytes), 'conf_bytes': len(conf_bytes),
-        'emb_bytes': len(emb_bytes), 'overlay_bytes': len(overlay_bytes),
-        'viz_bytes': len(viz_bytes), 'bank_before': bank_before,
-        'unknown_fraction': float(np.isnan(result.cost).mean()),
-        'buffered_frames': len(pipeline.frames)}
-    backend.close()
-    return {k: np.asarray(v) for k, v in times.items()}, facts
+    for i, proto in enumerate(rng.normal(size=(args.bank_size, args.dim))):  # a full bank
+        node.pipeline.bank.add(proto, float(rng.uniform(0, 1)), i)
+    image = codec.fill_image(Image(), camera_image(height, width, rng), 'rgb8')
+    raw = serialize_message(image)
+    messages = [deserialize_message(raw, Image) for _ in range(2)]  # as the executor hands them
+    results: dict[str, Any] = {}
+    for config, outputs in CONFIGS.items():
+        sub = subprocess.Popen([sys.executable, '-c', SUBSCRIBER, *outputs],
+                               stdout=subprocess.PIPE, text=True)
+        sub.stdout.readline()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(
+                node._pubs[o].get_subscription_count() > 0 for o in outputs):
+            rclpy.spin_once(node, timeout_sec=0.1)
+        publish_times: dict[str, list[float]] = {}
+        real = dict(node._pubs)
+        node._pubs = {n: _TimedPublisher(p, n, publish_times) for n, p in real.items()}
+        node_ms, before_ms, faults = [], [], []
+        stamp = 1_700_000_000 * 1_000_000_000
+        for i in range(args.warmup + args.frames):
+            stamp += 100_000_000
+            msg = messages[i % 2]
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 1_000_000_000)
+            published_before = sum(len(v) for v in publish_times.values())
+            spent_before = sum(sum(v) for v in publish_times.values())
+            faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            start = time.perf_counter()
+            node._process(msg, time.monotonic())
+            elapsed = (time.perf_counter() - start) * 1e3
+            fault_count = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
+            infer = node.stats._latency['infer_ms']._samples[-1]
+            publish = sum(sum(v) for v in publish_times.values()) - spent_before
+            assert sum(len(v) for v in publish_times.values()) - published_before == len(outputs)
+            if i >= args.warmup:
+                node_ms.append(elapsed - infer)
+                before_ms.append(elapsed - infer - publish)
+                faults.append(fault_count)
+        node._pubs = real
+        sub.terminate()
+        sub.wait(10)
+        results[config] = {
+            'node': node_ms, 'before publish': before_ms, 'faults': faults,
+            **{f'publish {n}': v[args.warmup:] for n, v in publish_times.items()}}
+    node.close()
+    node.destroy_node()
+    rclpy.try_shutdown()
+    return results
 
 
-ROWS = (  # (key, label, counted in the per-frame total)
-    ('receive', 'receive: `deserialize_message` rgb8 Image (executor, before the callback)', ''),
-    ('decode', 'decode rgb8: `codec.image_to_rgb`', 'yes'),
-    ('decode_jpeg', 'decode jpeg q90: `codec.compressed_to_rgb` (compressed transport)', 'alt'),
-    ('resize', 'pipeline resize (camera -> engine)', 'yes'),
-    ('infer', 'pipeline infer: `Backend.infer` staging only (graph precomputed)', 'no'),
-    ('buffer', 'pipeline buffer (embedding copied into FrameBuffer)', 'yes'),
-    ('output', 'pipeline output (cost/confidence to camera size, NaN mask)', 'yes'),
-    ('pipeline', '**pipeline total - infer**', 'yes'),
-    ('fill_cost', 'encode cost 32FC1 (`fill_image`)', 'yes'),
-    ('ser_cost', 'serialize cost', 'yes'),
-    ('fill_conf', 'encode confidence 32FC1 (`fill_image`)', 'yes'),
-    ('ser_conf', 'serialize confidence', 'yes'),
-    ('hwc', 'embedding to HWC (`embedding_to_hwc`)', 'yes'),
-    ('fill_emb', 'encode embedding 32FC64 (`fill_image`)', 'yes'),
-    ('ser_emb', 'serialize embedding', 'yes'),
-    ('publish', '**encode + serialize, 3 outputs**', 'yes'),
-    ('overlay_compute', 'cost_overlay (`visualize.cost_overlay` only)', ''),
-    ('overlay', 'cost_overlay + fill + serialize (only while subscribed)', 'opt'),
-    ('embedding_viz', 'embedding_viz + fill + serialize (only while subscribed)', 'opt'),
-    ('total', '**total per frame: decode + (pipeline - infer) + encode/serialize**', ''),
-    ('total_noemb', 'total per frame, publish_embedding:=false', ''),
-    ('total_jpeg', 'total per frame, compressed (jpeg) transport', ''),
-    ('total_receive', 'total per frame + receive deserialize', ''),
-    ('total_overlay', 'total per frame + cost_overlay', ''),
-    ('total_all', 'total per frame + cost_overlay + embedding_viz', ''),
-    ('faults', 'minor page faults per frame (decode to serialize, jpeg decode included)', 'count'),
-    ('faults_viz', 'minor page faults per frame, cost_overlay + embedding_viz', 'count'),
-    ('patch', 'patch message: `image_to_array` + `Pipeline.add_patch` (2 regions)', 'per patch'),
-)
+def _stats(values: list[float]) -> str:
+    return f'{np.median(values):.2f} / {np.percentile(values, 99):.2f}'
 
 
-def main() -> None:
+def main() -> int:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--camera', default='544x1024', help='camera HxW')
-    parser.add_argument('--engines', nargs='+', default=['544x1024', '512x960'],
-                        help='engine input sizes HxW (one table column pair each)')
+    parser.add_argument('--engine', default='544x1024', help='engine input HxW')
     parser.add_argument('--dim', type=int, default=64, help='embedding width D')
     parser.add_argument('--bank-size', type=int, default=256, help='Kmax (the bank is full)')
-    parser.add_argument('--frames', type=int, default=200)
-    parser.add_argument('--patches', type=int, default=200)
-    parser.add_argument('--warmup', type=int, default=20)
-    parser.add_argument('--jpeg-quality', type=int, default=90)
+    parser.add_argument('--frames', type=int, default=300)
+    parser.add_argument('--warmup', type=int, default=30)
+    parser.add_argument('--inner', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args()
-    height, width = (int(v) for v in args.camera.split('x'))
-    engines = [tuple(int(v) for v in e.split('x')) for e in args.engines]
+    args.camera = tuple(int(v) for v in args.camera.split('x'))
+    args.engine = tuple(int(v) for v in args.engine.split('x'))
+    if args.inner:
+        print(json.dumps(inner(args)))
+        return 0
+    from ros_harness import run_sealed
 
-    rng = np.random.default_rng(0)
-    rgb = camera_image(height, width, rng)
-    image = codec.fill_image(Image(), rgb, 'rgb8', header_at(0))
-    raw_bytes = serialize_message(image)
-    compressed = codec.fill_compressed(CompressedImage(), rgb, 'jpeg', args.jpeg_quality,
-                                       header_at(0))
-    jpeg_bytes = serialize_message(compressed)
-    check = deserialize_message(raw_bytes, Image)
-    _logger.info('received Image.data is %s; image_to_rgb gives a %s view: %s',
-                 type(check.data).__name__, 'read-only' if not
-                 codec.image_to_rgb(check).flags.writeable else 'writeable',
-                 np.shares_memory(codec.image_to_rgb(check), np.frombuffer(check.data,
-                                                                           np.uint8)))
-
-    results = []
-    for engine in engines:
-        times, facts = run_config((height, width), engine, args, raw_bytes, jpeg_bytes)
-        results.append((engine, times, facts))
-        _logger.info('engine %dx%d: %s', *engine, facts)
-
-    load = os.getloadavg()
-    _logger.info('camera %dx%d rgb8, D=%d, Kmax=%d (bank full), %d frames after %d warm-up, '
-                 '%d patch messages; %s %s, %d CPUs, cv2 %s (%d threads), numpy %s, python '
-                 '%s; load average %.2f %.2f %.2f', height, width, args.dim, args.bank_size,
-                 args.frames, args.warmup, args.patches, platform.machine(),
-                 _cpu_model(), os.cpu_count(), cv2.__version__, cv2.getNumThreads(),
-                 np.__version__, platform.python_version(), *load)
-    header = '| stage | in total | ' + ' | '.join(
-        f'engine {h}x{w} median / p99 ms' for (h, w), _, _ in results) + ' |'
-    _logger.info('')
-    _logger.info(header)
-    _logger.info('|---|---|' + '---|' * len(results))
-    for key, label, counted in ROWS:
-        cells = []
-        for _, times, _ in results:
-            values = times[key]
-            digits = 0 if key.startswith('faults') else 2
-            cells.append(f'{np.median(values):.{digits}f} / '
-                         f'{np.percentile(values, 99):.{digits}f}')
-        _logger.info('| %s | %s | %s |', label, counted, ' | '.join(cells))
-
-
-def _minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    proc = run_sealed([sys.executable, __file__, '--inner', *sys.argv[1:]], timeout=1800)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-4000:])
+        return proc.returncode
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    _logger.info('camera %s, engine %s, D=%d, Kmax=%d (bank full), %d frames after %d warm-up; '
+                 '%s, %d CPUs, python %s; load average %.2f %.2f %.2f',
+                 'x'.join(map(str, args.camera)), 'x'.join(map(str, args.engine)), args.dim,
+                 args.bank_size, args.frames, args.warmup, _cpu_model(), os.cpu_count(),
+                 platform.python_version(), *os.getloadavg())
+    rows = ['node', 'before publish'] + [f'publish {n}' for n in CONFIGS['all five']]
+    _logger.info('| subscribed | ' + ' | '.join(rows) + ' | minor faults / frame |')
+    _logger.info('|---|' + '---|' * (len(rows) + 1))
+    for config, times in results.items():
+        cells = [_stats(times[r]) if r in times else '-' for r in rows]
+        _logger.info('| %s | %s | %s |', config, ' | '.join(cells), _stats(times['faults']))
+    return 0
 
 
 def _cpu_model() -> str:
@@ -388,4 +256,4 @@ def _cpu_model() -> str:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -42,7 +42,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from contrast_semask_ros.atomic import atomic_path
 from contrast_semask_ros.backends.base import Bank
 from contrast_semask_ros.frames import as_embedding, as_stamp_ns
 
@@ -133,12 +133,14 @@ def prototypes_from_patch(mask: np.ndarray, embedding: np.ndarray, min_pixels: i
         # Keep the largest regions (ties: the lower cost), then restore increasing cost order.
         largest = big[np.lexsort((big, -counts[big]))[:max_regions]]
         big = np.sort(largest)
-    flat = emb.reshape(D, h * w)  # D, h*w
+    # pixels as rows, without a copy when the embedding is a view of (h, w, D) memory (the
+    # frame buffer's layout) or a copy of (D, h, w) otherwise
+    pixels = emb.transpose(1, 2, 0).reshape(h * w, D)  # h*w, D
     regions: list[RegionPrototype] = []
     skipped_degenerate = 0
     for r in big:
         members = cells[inverse.reshape(-1) == r]
-        mean = flat[:, members].mean(axis=1, dtype=np.float64)  # D
+        mean = pixels[members].mean(axis=0, dtype=np.float64)  # D
         norm = float(np.linalg.norm(mean))
         if not norm > _MIN_NORM:  # also catches NaN from a non-finite embedding
             skipped_degenerate += 1
@@ -279,15 +281,8 @@ class PrototypeBank:
                 'counts': self._counts[:K].copy(),  # K int64
                 'stamps_ns': self._stamps[:K].copy(),  # K int64
             }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+            np.savez(f, **arrays)  # to the open file: np.savez(name) would append '.npz'
         logger.info('saved %d prototypes to %s', K, path)
         return path
 

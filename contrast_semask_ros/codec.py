@@ -196,6 +196,15 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def decode_rgb(msg: Any, transport: str) -> np.ndarray:
+    """An Image (transport 'raw') or CompressedImage ('compressed') -> (H, W, 3) uint8 RGB."""
+    if transport == 'raw':
+        return image_to_rgb(msg)
+    if transport == 'compressed':
+        return compressed_to_rgb(msg)
+    raise CodecError(f"image transport must be 'raw' or 'compressed', got {transport!r}")
+
+
 def _little_endian(array: np.ndarray, encoding: str) -> np.ndarray:
     """Validate `array` against `encoding`; return it as C-contiguous little-endian H, W[, C]."""
     fmt = parse_encoding(encoding)
@@ -293,6 +302,42 @@ def fill_compressed(msg: Any, rgb: np.ndarray, fmt: str = 'jpeg', quality: int =
     `msg` (see rgb_to_compressed_bytes)."""
     msg.format, payload = rgb_to_compressed_bytes(rgb, fmt, quality)
     msg.data = _data_like(getattr(msg, 'data', None), np.frombuffer(payload, np.uint8))
+    if header is not None:
+        msg.header = header
+    return msg
+
+
+class MessageBuffer:
+    """A reusable message payload: `data`, an array.array('B') that an rclpy message takes as its
+    `data` without a copy, and `array`, a writable numpy view of it of `shape` and `dtype`.
+
+    Fill `array` in place each frame (np.copyto, OpenCV dst=...), then set `msg.data = data`:
+    no allocation and no copy per frame. The message must be published before the next fill.
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype | type) -> None:
+        dtype = np.dtype(dtype)
+        self.data = pyarray.array('B', bytes(int(np.prod(shape)) * dtype.itemsize))
+        self.array = np.frombuffer(self.data, dtype).reshape(shape)
+
+
+def set_image_fields(msg: Any, height: int, width: int, encoding: str, data: Any,
+                     header: Any = None) -> Any:
+    """Set an Image's fields around a ready payload (little-endian, unpadded rows) without
+    copying it: `data` is an array.array('B') for rclpy messages (MessageBuffer.data), any buffer
+    otherwise (converted to the message's container like fill_image). Returns `msg`."""
+    fmt = parse_encoding(encoding)
+    step = int(width) * fmt.channels * fmt.dtype.itemsize
+    if len(memoryview(data).cast('B')) != step * height:
+        raise CodecError(f'payload of {len(memoryview(data).cast("B"))} bytes does not hold a '
+                         f'{width}x{height} {encoding} image ({step * height} bytes)')
+    msg.height, msg.width, msg.encoding = int(height), int(width), encoding
+    msg.is_bigendian, msg.step = 0, step
+    current = getattr(msg, 'data', None)
+    if isinstance(data, pyarray.array) and isinstance(current, (pyarray.array, type(None))):
+        msg.data = data  # rclpy: the setter keeps an array.array('B') as it is
+    else:
+        msg.data = _data_like(current, np.frombuffer(data, np.uint8))
     if header is not None:
         msg.header = header
     return msg

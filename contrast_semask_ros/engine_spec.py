@@ -4,6 +4,12 @@ It tells the runtime everything about the deployable graph without opening it: i
 names, shapes and dtypes, stride, embedding width D, bank size Kmax, normalisation, class names,
 where it came from (checkpoint hash, opset, precision) and, for engines, the TensorRT version and
 GPU it was built for. Stdlib only: the node reads it before choosing a backend.
+
+The graph's tensor names are defined here once (INPUT_NAMES, OUTPUT_NAMES, LOGITS_NAME): the
+exporter names the ONNX graph from the spec, and the backends feed and fetch by the spec's names.
+`contrast_semask_train.model.deploy` (torch only, so it cannot import this) spells the same names
+and a test asserts that they agree. `EngineSpec.build` is the one constructor from plain values,
+used by the exporter and the PyTorch backend alike.
 """
 
 from __future__ import annotations
@@ -11,13 +17,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contrast_semask_ros.atomic import atomic_write_text
+
 SPEC_FORMAT = 'contrast_semask/engine-spec-1'
+# The deployable graph's inputs, in the order of DeployWrapper.forward's arguments.
 INPUT_NAMES = ('image', 'prototypes', 'prototype_costs', 'prototype_valid', 'temperature')
+# Its outputs, in order (BackendOutputs and DeployOutputs have these fields); an export with
+# logits appends LOGITS_NAME.
+OUTPUT_NAMES = ('embedding', 'cost', 'confidence')
+LOGITS_NAME = 'logits'
 
 
 class EngineSpecError(ValueError):
@@ -52,6 +65,60 @@ class EngineSpec:
     compute_capability: str = ''
     format: str = SPEC_FORMAT
 
+    @classmethod
+    def build(cls, *, height: int, width: int, bank_size: int, embedding_dim: int, stride: int,
+              mean: Sequence[float], std: Sequence[float], class_names: Sequence[str],
+              checkpoint_sha256: str, precision: str, opset: int = 0, num_classes: int = 0,
+              with_logits: bool = False, model_config: dict | None = None) -> EngineSpec:
+        """The validated spec of the deployable graph at one static input size.
+
+        Shapes follow from the sizes: uint8 image (1, H, W, 3), a float32 bank of `bank_size`
+        rows, embedding (1, D, ceil(H/stride), ceil(W/stride)), cost and confidence (1, 1, H, W)
+        and, `with_logits`, logits (1, num_classes, ceil(H/stride), ceil(W/stride)).
+        `opset` 0 means no ONNX graph (the PyTorch backend runs the module itself).
+        """
+        if min(height, width, bank_size, embedding_dim, stride) < 1:
+            raise EngineSpecError('height, width, bank_size, embedding_dim and stride must be '
+                                  f'>= 1, got {height}, {width}, {bank_size}, {embedding_dim}, '
+                                  f'{stride}')
+        if with_logits and num_classes < 1:
+            raise EngineSpecError(f'logits need num_classes >= 1, got {num_classes}')
+        h, w = -(-height // stride), -(-width // stride)
+        image, prototypes, costs, valid, temperature = INPUT_NAMES
+        inputs = (TensorSpec(image, (1, height, width, 3), 'uint8'),
+                  TensorSpec(prototypes, (bank_size, embedding_dim), 'float32'),
+                  TensorSpec(costs, (bank_size,), 'float32'),
+                  TensorSpec(valid, (bank_size,), 'float32'),
+                  TensorSpec(temperature, (1,), 'float32'))
+        embedding, cost, confidence = OUTPUT_NAMES
+        outputs = (TensorSpec(embedding, (1, embedding_dim, h, w), 'float32'),
+                   TensorSpec(cost, (1, 1, height, width), 'float32'),
+                   TensorSpec(confidence, (1, 1, height, width), 'float32'))
+        if with_logits:
+            outputs += (TensorSpec(LOGITS_NAME, (1, num_classes, h, w), 'float32'),)
+        spec = cls(inputs=inputs, outputs=outputs, height=height, width=width, stride=stride,
+                   embedding_dim=embedding_dim, bank_size=bank_size,
+                   mean=tuple(float(v) for v in mean),  # type: ignore[arg-type]
+                   std=tuple(float(v) for v in std),  # type: ignore[arg-type]
+                   class_names=tuple(class_names), checkpoint_sha256=checkpoint_sha256,
+                   opset=opset, precision=precision, model_config=dict(model_config or {}))
+        spec.validate()
+        return spec
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Every output of the graph, OUTPUT_NAMES first (then logits, if exported)."""
+        return tuple(t.name for t in self.outputs)
+
+    @property
+    def required_outputs(self) -> tuple[TensorSpec, ...]:
+        """The outputs every backend returns (embedding, cost, confidence), in that order."""
+        return self.outputs[:len(OUTPUT_NAMES)]
+
     def input(self, name: str) -> TensorSpec:
         return self._find(self.inputs, name)
 
@@ -68,22 +135,23 @@ class EngineSpec:
 
     def validate(self) -> None:
         """Internal consistency: names, shapes and sizes agree with each other."""
-        names = tuple(t.name for t in self.inputs)
+        names = self.input_names
         if names != INPUT_NAMES:
             raise EngineSpecError(f'inputs must be {INPUT_NAMES}, the spec lists {names}')
-        expected = {
-            'image': (1, self.height, self.width, 3),
-            'prototypes': (self.bank_size, self.embedding_dim),
-            'prototype_costs': (self.bank_size,), 'prototype_valid': (self.bank_size,),
-            'temperature': (1,)}
+        names = self.output_names
+        if names not in (OUTPUT_NAMES, (*OUTPUT_NAMES, LOGITS_NAME)):
+            raise EngineSpecError(f'outputs must be {OUTPUT_NAMES}, optionally followed by '
+                                  f'{LOGITS_NAME!r}; the spec lists {names}')
+        K, D = self.bank_size, self.embedding_dim
+        expected = dict(zip(INPUT_NAMES, ((1, self.height, self.width, 3), (K, D), (K,), (K,),
+                                          (1,)), strict=True))
         for tensor in self.inputs:
             if tensor.shape != expected[tensor.name]:
                 raise EngineSpecError(f'input {tensor.name!r} has shape {tensor.shape}, '
                                       f'expected {expected[tensor.name]} from the spec sizes')
         h, w = -(-self.height // self.stride), -(-self.width // self.stride)
-        want = {'embedding': (1, self.embedding_dim, h, w), 'cost': (1, 1, self.height,
-                                                                    self.width),
-                'confidence': (1, 1, self.height, self.width)}
+        want = dict(zip(OUTPUT_NAMES, ((1, D, h, w), (1, 1, self.height, self.width),
+                                       (1, 1, self.height, self.width)), strict=True))
         for name, shape in want.items():
             if self.output(name).shape != shape:
                 raise EngineSpecError(f'output {name!r} has shape {self.output(name).shape}, '
@@ -91,6 +159,9 @@ class EngineSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> EngineSpec:
@@ -122,16 +193,7 @@ def spec_path(model_path: str | os.PathLike) -> Path:
 def write_spec(spec: EngineSpec, model_path: str | os.PathLike) -> Path:
     """Validate and write the sidecar atomically next to the model file."""
     spec.validate()
-    path = spec_path(model_path)
-    fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
-    try:
-        with os.fdopen(fd, 'w') as f:
-            json.dump(spec.to_dict(), f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(spec_path(model_path), spec.to_json())
 
 
 def read_spec(model_path: str | os.PathLike) -> EngineSpec:

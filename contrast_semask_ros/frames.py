@@ -8,10 +8,18 @@ frame up by its `header.stamp`. The buffer is bounded two ways:
   (so out-of-order pushes are fine: the buffer always holds the newest stamps it was given);
 - by age: a frame older than `max_age_s` before the newest stamp goes, whatever the count.
 
-Memory: every frame holds a (D, h, w) float32 embedding, D x h x w x 4 bytes, so the buffer never
-holds more than `max_frames x D x h x w x 4` bytes of embeddings (`memory_bound_bytes`). For
-D = 64 at 544x1024 (stride 4: h, w = 136, 256) that is 136 x 256 x 64 x 4 = 8.9 MB per frame,
-so 30 frames take at most 267 MB.
+Memory: the frames live in at most `max_frames` preallocated slots of D x h x w float32 (a slot
+is allocated the first time the buffer needs it and reused after an eviction, so a buffer in
+steady state allocates nothing per frame), `memory_bound_bytes` in all. For D = 64 at 544x1024
+(stride 4: h, w = 136, 256) that is 136 x 256 x 64 x 4 = 8.9 MB per frame, so 30 frames take at
+most 267 MB.
+
+Layout: a slot holds the embedding as (h, w, D), the 32FC<D> row order of the `embedding` image
+topic, in an `array.array('B')` that an rclpy message can take as its `data` without a copy
+(`Frame.data`). `push` writes it with one transposing copy; `Frame.embedding` is the (D, h, w)
+view of the same memory. A slot is overwritten only after its frame was evicted; a reader that
+held an evicted frame can tell with `is_current(frame)` (each write bumps the slot's
+generation), which `Pipeline.add_patch` checks after using the embedding.
 
 Thread-safe: one lock guards every method (the node pushes from the image callback and looks
 up from the patch-cost callback, which may run on different executor threads).
@@ -19,6 +27,7 @@ up from the patch-cost callback, which may run on different executor threads).
 
 from __future__ import annotations
 
+import array
 import bisect
 import logging
 import math
@@ -39,8 +48,21 @@ MISS_NO_MATCH = 'no frame within tolerance'
 
 class Frame(NamedTuple):
     stamp_ns: int  # the camera image's header.stamp in integer nanoseconds
-    embedding: np.ndarray  # D, h, w float32 (stride 4), owned by the buffer: do not write to it
+    embedding: np.ndarray  # D, h, w float32 (stride 4) read-only view of the slot
     image_size: tuple[int, int]  # (height, width) of the original camera image
+    hwc: np.ndarray  # h, w, D float32 read-only C-contiguous view of the same slot
+    data: array.array  # the slot's bytes ('B', h*w*D*4, row-major h, w, D): a 32FC<D> payload
+    slot: int  # which slot holds it
+    generation: int  # the slot's write count when this frame was stored (is_current)
+
+
+class _Slot:
+    """One preallocated frame: the bytes, a writable (h, w, D) view and a write count."""
+
+    def __init__(self, dim: int, height: int, width: int) -> None:
+        self.data = array.array('B', bytes(frame_bytes(dim, height, width)))
+        self.hwc = np.frombuffer(self.data, np.float32).reshape(height, width, dim)  # h, w, D
+        self.generation = 0
 
 
 class Lookup(NamedTuple):
@@ -69,7 +91,10 @@ class FrameBuffer:
         self._max_age_ns = round(self.max_age_s * 1e9)
         self._stamps: list[int] = []  # sorted ascending
         self._frames: dict[int, Frame] = {}
-        self._frame_bytes = 0  # the largest frame pushed since construction or clear()
+        self._slots: list[_Slot] = []  # allocated on demand, at most max_frames
+        self._free: list[int] = []  # slot indices not holding a frame
+        self._shape: tuple[int, int, int] | None = None  # D, h, w of the slots
+        self._frame_bytes = 0  # bytes of one slot (0 before any push)
         self._evicted = 0
         self._lock = threading.Lock()
 
@@ -99,40 +124,104 @@ class FrameBuffer:
     def nbytes(self) -> int:
         """Bytes of the embeddings held now."""
         with self._lock:
-            return sum(frame.embedding.nbytes for frame in self._frames.values())
+            return len(self._frames) * self._frame_bytes
 
     def clear(self) -> None:
+        """Forget every frame (the slots stay allocated for reuse)."""
         with self._lock:
             self._stamps.clear()
             self._frames.clear()
-            self._frame_bytes = 0
+            for slot in self._slots:
+                slot.generation += 1  # frames handed out before are no longer current
+            self._free = list(range(len(self._slots)))
             self._evicted = 0
 
+    def is_current(self, frame: Frame) -> bool:
+        """False once `frame`'s slot was reused (or cleared): its embedding is then another
+        frame's. Check it after reading a frame on another thread than the one pushing."""
+        with self._lock:
+            return (frame.slot < len(self._slots)
+                    and self._slots[frame.slot].generation == frame.generation
+                    and self._frames.get(frame.stamp_ns) is frame)
+
     def push(self, stamp_ns: int, embedding: np.ndarray, image_size: tuple[int, int]) -> bool:
-        """Store a copy of `embedding` (D, h, w) or (1, D, h, w) under `stamp_ns`.
+        """Store `embedding` (D, h, w) or (1, D, h, w) under `stamp_ns` (copied into a slot).
 
         `image_size` is the (height, width) of the camera image the embedding was computed from.
         A frame with a stamp already held replaces it. Returns False when the frame is older than
         `max_age_s` before the newest stamp (or older than every kept frame of a full buffer):
-        it is not kept.
+        it is not kept. An embedding of another shape than the frames held empties the buffer
+        (the model changed) and reallocates the slots.
         """
         stamp = as_stamp_ns(stamp_ns)
-        array = as_embedding(embedding)
+        array_ = as_embedding(embedding)
         size = _image_size(image_size)
-        # A copy: backends may reuse their output buffers on the next infer() call.
-        stored = np.array(array, dtype=np.float32, order='C', copy=True)  # D, h, w
-        frame = Frame(stamp, stored, size)
         with self._lock:
-            self._frame_bytes = max(self._frame_bytes, stored.nbytes)
-            if stamp not in self._frames:
-                bisect.insort(self._stamps, stamp)
+            if not self._admits(stamp):
+                self._evicted += 1
+                logger.debug('frame %d not kept: older than max_age_s=%g before the newest '
+                             'frame or than every kept frame', stamp, self.max_age_s)
+                return False
+            if self._shape != array_.shape:
+                self._reshape(array_.shape)
+            old = self._frames.pop(stamp, None)
+            if old is not None:
+                self._stamps.remove(stamp)
+                self._free.append(old.slot)
+            index = self._take_slot()
+            slot = self._slots[index]
+            slot.generation += 1
+            generation = slot.generation
+        # the one copy, outside the lock: (D, h, w) -> the slot's (h, w, D) layout
+        _transpose_into(array_, slot.hwc)
+        hwc = slot.hwc.view()
+        hwc.flags.writeable = False
+        frame = Frame(stamp, hwc.transpose(2, 0, 1), size, hwc, slot.data, index, generation)
+        with self._lock:
+            if slot.generation != generation:  # cleared or reshaped meanwhile
+                return False
+            bisect.insort(self._stamps, stamp)
             self._frames[stamp] = frame
             self._evict()
-            kept = stamp in self._frames
-        if not kept:
-            logger.debug('frame %d not kept: older than max_age_s=%g before the newest frame '
-                         'or than every kept frame', stamp, self.max_age_s)
-        return kept
+        return True
+
+    def _admits(self, stamp: int) -> bool:
+        """Whether a frame stamped `stamp` would survive eviction. Caller holds the lock."""
+        if not self._stamps:
+            return True
+        newest = max(self._stamps[-1], stamp)
+        if stamp < newest - self._max_age_ns:
+            return False
+        full = len(self._stamps) >= self.max_frames and stamp not in self._frames
+        return not (full and stamp < self._stamps[0])
+
+    def _reshape(self, shape: tuple[int, ...]) -> None:
+        """New slot shape: forget the frames and the slots. Caller holds the lock."""
+        if self._shape is not None:
+            logger.info('embedding shape changed %s -> %s: frame buffer emptied',
+                        self._shape, shape)
+        self._stamps.clear()
+        self._frames.clear()
+        for slot in self._slots:
+            slot.generation += 1
+        self._slots.clear()
+        self._free.clear()
+        D, h, w = shape
+        self._shape = (D, h, w)
+        self._frame_bytes = frame_bytes(D, h, w)
+
+    def _take_slot(self) -> int:
+        """A free slot index, allocating one while fewer than max_frames exist; when every
+        slot is taken, the oldest frame's. Caller holds the lock."""
+        if self._free:
+            return self._free.pop()
+        if len(self._slots) < self.max_frames:
+            D, h, w = self._shape
+            self._slots.append(_Slot(D, h, w))
+            return len(self._slots) - 1
+        oldest = self._stamps.pop(0)
+        self._evicted += 1
+        return self._frames.pop(oldest).slot
 
     def find(self, stamp_ns: int, tolerance_ns: int = 0) -> Lookup:
         """The frame stamped `stamp_ns`, else the nearest one within `tolerance_ns` (the earlier
@@ -177,9 +266,21 @@ class FrameBuffer:
         cut = max(cut, len(self._stamps) - self.max_frames)
         if cut > 0:
             for stamp in self._stamps[:cut]:
-                del self._frames[stamp]
+                self._free.append(self._frames.pop(stamp).slot)
             del self._stamps[:cut]
             self._evicted += cut
+
+
+def _transpose_into(embedding: np.ndarray, out: np.ndarray) -> None:
+    """(D, h, w) float -> `out` (h, w, D) float32 in one pass."""
+    D, h, w = embedding.shape
+    if embedding.dtype == np.float32 and embedding.flags.c_contiguous and D <= 512:
+        import cv2  # lazy, like every OpenCV use of the runtime
+
+        # reason: OpenCV's blocked transpose is ~10x faster than numpy's for (D, h*w) float32
+        cv2.transpose(embedding.reshape(D, h * w), dst=out.reshape(h * w, D))
+    else:
+        np.copyto(out, embedding.transpose(1, 2, 0), casting='same_kind')
 
 
 def as_stamp_ns(value: int) -> int:

@@ -114,7 +114,9 @@ def check(name: str, value: Any) -> Any:
         else:
             converted = str(value)
     except (TypeError, ValueError):
-        raise ConfigError(f'{name} must be a {param.type.__name__}, got {value!r}') from None
+        kind = {bool: 'true or false', int: 'an integer', float: 'a number'}.get(param.type,
+                                                                                'a string')
+        raise ConfigError(f'{name} must be {kind}, got {value!r}') from None
     if param.choices and converted not in param.choices:
         raise ConfigError(f'{name} must be one of {", ".join(param.choices)}, got {value!r}')
     if param.type in (int, float):

@@ -15,6 +15,8 @@ called from one thread at a time (the backend reuses its buffers).
 
 from __future__ import annotations
 
+import array
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,9 +24,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from contrast_semask_ros import codec
 from contrast_semask_ros.backends import Backend, open_backend
-from contrast_semask_ros.bank import AddResult, PrototypeBank
-from contrast_semask_ros.frames import FrameBuffer
+from contrast_semask_ros.bank import AddResult, BankError, PrototypeBank
+from contrast_semask_ros.codec import MessageBuffer
+from contrast_semask_ros.frames import MISS_EVICTED, FrameBuffer
 from contrast_semask_ros.params import ConfigError, PipelineConfig, check
 from contrast_semask_ros.preprocess import resize_image
 
@@ -46,27 +50,71 @@ class StageTimings(NamedTuple):
     total_ms: float
 
 
+class Payloads(NamedTuple):
+    """The bytes behind a FrameResult's arrays, in 32FC<n> row order, ready to become an
+    rclpy message's `data` without a copy (array.array('B')); None where there is none."""
+
+    embedding: array.array | None  # h*w*D*4: the frame buffer's slot (None if not buffered)
+    cost: array.array | None  # H*W*4, with reuse_outputs
+    confidence: array.array | None  # H*W*4, with reuse_outputs and want_confidence
+
+
 class FrameResult(NamedTuple):
     stamp_ns: int
     embedding: np.ndarray  # D, h, w float32 unit-norm at stride 4 of the engine input; read-only
     cost: np.ndarray  # H, W float32 at camera size; NaN = unknown
-    confidence: np.ndarray  # H, W float32 in [-1, 1]; -1 with an empty bank
+    confidence: np.ndarray | None  # H, W float32 in [-1, 1] (-1 with an empty bank); None if
+    #                                not wanted
     bank_size: int  # prototypes used for this frame
     timings: StageTimings
+    payloads: Payloads
+    size_change: str | None  # 'camera size changed (h, w) -> (H, W)' on a new size, else None
+
+
+# PatchResult.status
+PATCH_ADDED = 'added'  # prototypes added or merged into the bank
+PATCH_EMPTY = 'empty'  # the frame was found but no region became a prototype (too small, ...)
+PATCH_MISS = 'miss'  # no buffered frame for the stamp (reason: frames.MISS_*)
+PATCH_REJECTED = 'rejected'  # the mask itself is unusable (reason says why and what to send)
 
 
 class PatchResult(NamedTuple):
     stamp_ns: int
+    status: str  # PATCH_ADDED, PATCH_EMPTY, PATCH_MISS or PATCH_REJECTED
+    reason: str | None  # why not added (miss or rejection), None otherwise
     matched_stamp_ns: int | None  # the frame the mask was applied to; None on a miss
-    miss_reason: str | None  # why no frame was found (frames.MISS_*), None on a hit
-    added: AddResult | None
+    added: AddResult | None  # what the bank did; None on a miss or rejection
     elapsed_ms: float
+
+    def problem(self) -> str | None:
+        """A log line when the patch did not fully reach the bank; None when it did."""
+        if self.reason is not None:
+            return (f'patch_cost {self.stamp_ns} {self.status}: {self.reason} (see '
+                    'buffer_frames, buffer_age_s, stamp_tolerance_s for misses)')
+        if self.status == PATCH_EMPTY or self.added.skipped_invalid:
+            return (f'patch_cost {self.stamp_ns}: {self.added.skipped_small} region(s) too small,'
+                    f' {self.added.skipped_invalid} invalid (infinite cost, over the region cap'
+                    '); prototypes added or merged: ' f'{self.added.added + self.added.merged}')
+        return None
+
+    @property
+    def miss_reason(self) -> str | None:
+        """Why nothing reached the bank (a miss or a rejection); None when the frame was found."""
+        return self.reason if self.added is None else None
 
 
 class Pipeline:
-    """Backend + frame buffer + prototype bank; see the module docstring."""
+    """Backend + frame buffer + prototype bank; see the module docstring.
 
-    def __init__(self, backend: Backend, config: PipelineConfig) -> None:
+    With `reuse_outputs` (the node), cost and confidence are written into buffers that are
+    reused from frame to frame: a FrameResult's arrays are then valid until the next `process`
+    call, and its `payloads` hold their bytes for a message. Without it (replay, tests), every
+    frame gets fresh arrays. `embedding` is always a view of the frame buffer's slot: valid while
+    the frame is buffered (copy it to keep it longer).
+    """
+
+    def __init__(self, backend: Backend, config: PipelineConfig,
+                 reuse_outputs: bool = False) -> None:
         spec = backend.spec
         config = self.config = config.validate(spec.bank_size)  # bank_size 0 -> Kmax
         self.backend = backend
@@ -77,9 +125,14 @@ class Pipeline:
         self.bank = PrototypeBank(
             spec.embedding_dim, config.bank_size, config.min_patch_pixels,
             config.merge_similarity or None, config.eviction)
+        self.reuse_outputs = reuse_outputs
+        self._planes: dict[str, MessageBuffer] = {}  # cost, confidence at camera size
+        self._unknown: np.ndarray | None = None  # H, W bool scratch
+        self._camera_size: tuple[int, int] | None = None
+        self.model_path: Path | None = None  # set by open()
 
     @classmethod
-    def open(cls, values: Mapping[str, Any]) -> Pipeline:
+    def open(cls, values: Mapping[str, Any], reuse_outputs: bool = False) -> Pipeline:
         """Open the model named by a resolved parameter dict (params.resolve) and build the
         pipeline on it. The engine decides the input size and, with bank_size 0, the bank
         size; a parameter that contradicts the engine raises ConfigError naming both values
@@ -101,10 +154,33 @@ class Pipeline:
                         f'{name}={values[name]} but {model.name} was built for '
                         f'{spec.width}x{spec.height} (width x height): set {name} to 0 (= the '
                         f'model size) or to {want}, or export the model for the size you want')
-            return cls(backend, PipelineConfig.from_values(values))
+            pipeline = cls(backend, PipelineConfig.from_values(values), reuse_outputs)
+            pipeline.model_path = model
+            if values.get('bank_load_path'):
+                pipeline.load_bank(values['bank_load_path'])
+            return pipeline
         except BaseException:
             backend.close()
             raise
+
+    def describe(self) -> str:
+        """One line: model, backend, sizes and bank, for start-up logs and reports."""
+        spec = self.backend.spec
+        return (f'{self.model_path or "model"} on {self.backend.name} ({spec.width}x'
+                f'{spec.height}, D={spec.embedding_dim}, bank {self.config.bank_size} of Kmax '
+                f'{spec.bank_size}, {spec.precision})')
+
+    def save_bank(self, path: str | os.PathLike) -> str:
+        """Write the bank (atomic npz); returns what was done, for a log or a service answer."""
+        return f'saved {len(self.bank)} prototypes to {self.bank.save(path)}'
+
+    def load_bank(self, path: str | os.PathLike) -> str:
+        """Replace the bank with a saved one (nothing changes if the file is refused); raises
+        BankError or OSError saying what is wrong with the file."""
+        if not str(path):
+            raise BankError('no bank file given: set bank_load_path to a .npz written by '
+                            '~/save_bank')
+        return f'loaded {self.bank.load(path)} prototypes from {path}'
 
     def close(self) -> None:
         """Release the backend (GPU memory); the pipeline is unusable afterwards."""
@@ -115,9 +191,10 @@ class Pipeline:
         check_propagation(temperature, min_confidence)
         self.temperature, self.min_confidence = temperature, min_confidence
 
-    def process(self, rgb: np.ndarray, stamp_ns: int) -> FrameResult:
+    def process(self, rgb: np.ndarray, stamp_ns: int, want_confidence: bool = True
+                ) -> FrameResult:
         """rgb (H, W, 3) uint8 camera image -> FrameResult at (H, W)."""
-        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:
             raise ConfigError(f'expected an (H, W, 3) uint8 RGB image, got {rgb.dtype} '
                               f'{rgb.shape}')
         start = time.perf_counter()
@@ -128,47 +205,138 @@ class Pipeline:
         outputs = self.backend.infer(engine_input, bank, self.temperature)
         inferred = time.perf_counter()
         # the buffer keeps a copy (the backend reuses its output arrays); share it read-only
-        kept = self.frames.push(stamp_ns, outputs.embedding, (height, width))
-        frame = self.frames.lookup(stamp_ns) if kept else None
+        frame = (self.frames.lookup(stamp_ns)
+                 if self.frames.push(stamp_ns, outputs.embedding, (height, width)) else None)
         if frame is None:  # too old to be kept (an out-of-order stamp): a private copy
             embedding = outputs.embedding[0].copy()  # D, h, w
+            embedding.flags.writeable = False
         else:
-            embedding = frame.embedding.view()  # D, h, w
-        embedding.flags.writeable = False
+            embedding = frame.embedding  # D, h, w read-only view of the slot
         buffered = time.perf_counter()
-        confidence = _to_camera(outputs.confidence[0, 0], (width, height))  # H, W
-        cost = _to_camera(outputs.cost[0, 0], (width, height))  # H, W
-        cost[confidence < self.min_confidence] = np.nan
+        cost, cost_data = self._plane('cost', height, width)
+        confidence, confidence_data = (self._plane('confidence', height, width)
+                                       if want_confidence else (None, None))
+        self._to_camera(outputs.cost[0, 0], outputs.confidence[0, 0], cost, confidence)
         done = time.perf_counter()
         timings = StageTimings(*((b - a) * 1e3 for a, b in (
             (start, resized), (resized, inferred), (inferred, buffered), (buffered, done),
             (start, done))))
-        return FrameResult(stamp_ns, embedding, cost, confidence, len(bank.costs), timings)
+        payloads = Payloads(frame.data if frame is not None else None, cost_data,
+                            confidence_data)
+        size_change = (None if self._camera_size in (None, (height, width)) else
+                       f'camera size changed {self._camera_size} -> {(height, width)}')
+        self._camera_size = (height, width)
+        return FrameResult(stamp_ns, embedding, cost, confidence, len(bank.costs), timings,
+                           payloads, size_change)
+
+    def _plane(self, name: str, height: int, width: int
+               ) -> tuple[np.ndarray, array.array | None]:
+        """An (H, W) float32 output array: the reused one (and its bytes) or a fresh one."""
+        if not self.reuse_outputs:
+            return np.empty((height, width), np.float32), None
+        buffer = self._planes.get(name)
+        if buffer is None or buffer.array.shape != (height, width):
+            buffer = self._planes[name] = MessageBuffer((height, width), np.float32)
+        return buffer.array, buffer.data
+
+    def _to_camera(self, cost: np.ndarray, confidence: np.ndarray, cost_out: np.ndarray,
+                   confidence_out: np.ndarray | None) -> None:
+        """Engine-size (h_e, w_e) planes -> camera-size outputs, cost NaN where unknown, with
+        no frame-sized temporaries (the unknown mask is a reused scratch array)."""
+        size = cost_out.shape[::-1]  # W, H
+        resize_into(cost, size, cost_out)
+        if confidence_out is not None:
+            resize_into(confidence, size, confidence_out)
+            camera_confidence = confidence_out
+        elif confidence.shape == cost_out.shape:
+            camera_confidence = confidence
+        else:
+            camera_confidence = resize_image(confidence, size)
+        if self._unknown is None or self._unknown.shape != cost_out.shape:
+            self._unknown = np.empty(cost_out.shape, bool)
+        np.less(camera_confidence, self.min_confidence, out=self._unknown)
+        np.copyto(cost_out, np.float32(np.nan), where=self._unknown)
+
+    def add_patch_message(self, msg: Any) -> PatchResult:
+        """add_patch for a sensor_msgs/Image patch_cost message (any object with its fields);
+        an undecodable one is a PATCH_REJECTED result, not an exception."""
+        try:
+            mask, stamp = codec.image_to_array(msg), codec.header_stamp_ns(msg.header)
+        except (codec.CodecError, AttributeError, TypeError, ValueError) as err:
+            return PatchResult(-1, PATCH_REJECTED, f'undecodable patch_cost: {err}', None, None,
+                               0.0)
+        return self.add_patch(mask, stamp)
 
     def add_patch(self, mask: np.ndarray, stamp_ns: int) -> PatchResult:
-        """mask (any H, W) float32 measured cost, NaN = none, drawn on the frame at stamp_ns."""
-        start = time.perf_counter()
-        tolerance_ns = round(self.config.stamp_tolerance_s * 1e9)
-        lookup = self.frames.find(stamp_ns, tolerance_ns)
-        if lookup.frame is None:
-            return PatchResult(stamp_ns, None, lookup.reason, None,
-                               (time.perf_counter() - start) * 1e3)
-        frame = lookup.frame
-        added = self.bank.add_patch(mask, frame.embedding, frame.stamp_ns)
-        return PatchResult(stamp_ns, frame.stamp_ns, None, added,
-                           (time.perf_counter() - start) * 1e3)
+        """mask (H, W) float measured cost, NaN = none, drawn on the frame at stamp_ns; at the
+        frame's camera size or an integer downscale of it (e.g. 272x512 for 544x1024).
 
-    def reset(self) -> None:
+        Never raises for a bad mask or stamp: the PatchResult says what happened and why.
+        """
+        start = time.perf_counter()
+
+        def result(status: str, reason: str | None, matched: int | None = None,
+                   added: AddResult | None = None) -> PatchResult:
+            return PatchResult(stamp_ns, status, reason, matched, added,
+                               (time.perf_counter() - start) * 1e3)
+
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or mask.dtype.kind != 'f' or 0 in mask.shape:
+            return result(PATCH_REJECTED, f'a patch cost is an (H, W) float image (32FC1, NaN = '
+                          f'no measurement), got {mask.dtype} {mask.shape}')
+        tolerance_ns = round(self.config.stamp_tolerance_s * 1e9)
+        try:
+            lookup = self.frames.find(stamp_ns, tolerance_ns)
+        except (TypeError, ValueError) as err:
+            return result(PATCH_REJECTED, str(err))
+        frame = lookup.frame
+        if frame is None:
+            return result(PATCH_MISS, lookup.reason)
+        problem = _mask_size_problem(mask.shape, frame.image_size)
+        if problem:
+            return result(PATCH_REJECTED, problem, frame.stamp_ns)
+        try:
+            added = self.bank.add_patch(mask, frame.embedding, frame.stamp_ns)
+        except BankError as err:
+            return result(PATCH_REJECTED, str(err), frame.stamp_ns)
+        if not self.frames.is_current(frame):
+            # the frame was evicted and its slot reused while the bank read it; the bank took
+            # prototypes of an unknown mix of two frames: rare (a patch on the oldest frame)
+            # and counted, so the buffer settings can be fixed
+            return result(PATCH_MISS, MISS_EVICTED + ' while being read', frame.stamp_ns, added)
+        status = PATCH_ADDED if added.added + added.merged else PATCH_EMPTY
+        return result(status, None, frame.stamp_ns, added)
+
+    def reset(self) -> str:
         """Forget every prototype and buffered frame."""
         self.bank.reset()
         self.frames.clear()
+        return 'bank and frame buffer cleared'
 
 
-def _to_camera(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """(h, w) engine-size plane -> (H, W) float32 at size = (W, H), always a fresh array."""
-    out = resize_image(plane, size)
-    return out.copy() if out is plane else out
+def resize_into(plane: np.ndarray, size: tuple[int, int], out: np.ndarray) -> None:
+    """Bilinear resize of an (h, w) plane into `out` (H, W) with size = (W, H); a copy when the
+    sizes agree. Writes in place: no frame-sized allocation."""
+    if plane.shape == out.shape:
+        np.copyto(out, plane)
+        return
+    import cv2
+
+    cv2.resize(plane, size, dst=out, interpolation=cv2.INTER_LINEAR)
 
 
-__all__ = ['ConfigError', 'FrameResult', 'PatchResult', 'Pipeline', 'PipelineConfig',
+def _mask_size_problem(mask_shape: tuple[int, ...], image_size: tuple[int, int]) -> str | None:
+    """None if a mask of `mask_shape` fits a frame of `image_size` (equal, or both sides the
+    same integer divisor of it); else what is wrong and what to send."""
+    (mh, mw), (h, w) = mask_shape, image_size
+    if (mh, mw) == (h, w):
+        return None
+    if h % mh == 0 and w % mw == 0 and h // mh == w // mw:
+        return None
+    return (f'patch mask is {mh}x{mw} but its frame was {h}x{w} (height x width): send a mask '
+            'at the camera size or an integer downscale of it (the same factor on both sides)')
+
+
+__all__ = ['PATCH_ADDED', 'PATCH_EMPTY', 'PATCH_MISS', 'PATCH_REJECTED', 'ConfigError',
+           'FrameResult', 'Payloads', 'PatchResult', 'Pipeline', 'PipelineConfig',
            'StageTimings', 'check_propagation']

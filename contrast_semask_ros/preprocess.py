@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# The seed's test scale (seed_spec 3.4): fit the image into 2048 x 512 (long x short side),
+# The seed's test scale (docs/MODEL.md §6.5): fit the image into 2048 x 512 (long x short side),
 # keeping the aspect ratio. A 1024x544 YCOR frame becomes 964x512.
 SEED_TEST_SCALE = (2048, 512)
 

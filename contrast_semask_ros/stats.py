@@ -5,8 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: stats stays importable on its own
+    from contrast_semask_ros.pipeline import FrameResult, PatchResult
 
 
 class LatencyWindow:
@@ -50,7 +54,7 @@ class RuntimeStats:
 
     def latency(self, stage: str, ms: float) -> None:
         with self._lock:
-            self._latency.setdefault(stage, LatencyWindow(self._window)).add(ms)
+            self._add_latency(stage, ms)
 
     def frame_done(self, now_s: float | None = None) -> None:
         with self._lock:
@@ -62,6 +66,48 @@ class RuntimeStats:
         if len(times) < 2 or times[-1] <= times[0]:
             return 0.0
         return (len(times) - 1) / (times[-1] - times[0])
+
+    def record_frame(self, result: FrameResult, decode_ms: float, publish_ms: float,
+                     callback_to_publish_ms: float, stamp_age_s: float, bank_size: int,
+                     now_s: float | None = None) -> None:
+        """Everything one processed frame adds, under one lock: the pipeline's stage timings,
+        decode and publish time, the receive-to-publish latency, the input stamp's age and the
+        bank size; counts `frames_out` and the frame rate."""
+        with self._lock:
+            self._frame_times.append(time.monotonic() if now_s is None else now_s)
+            self._counts['frames_out'] += 1
+            self._counts['size_changes'] += result.size_change is not None
+            for stage, ms in result.timings._asdict().items():
+                self._add_latency(stage, ms)
+            self._add_latency('decode_ms', decode_ms)
+            self._add_latency('publish_ms', publish_ms)
+            self._add_latency('callback_to_publish_ms', callback_to_publish_ms)
+            self._gauges['input_stamp_age_s'] = stamp_age_s
+            self._gauges['bank_size'] = bank_size
+
+    def record_patch(self, result: PatchResult, bank_size: int) -> None:
+        """One patch message's outcome: `patches_<status>` (added, empty, miss, rejected), the
+        bank's added/merged/evicted/too-small/invalid region counts, patch_ms, the bank size."""
+        with self._lock:
+            self._counts['patches_in'] += 1
+            self._counts[f'patches_{result.status}'] += 1
+            self._add_latency('patch_ms', result.elapsed_ms)
+            added = result.added
+            if added is not None:
+                for key, n in (('prototypes_added', added.added),
+                               ('prototypes_merged', added.merged),
+                               ('prototypes_evicted', added.evicted),
+                               ('patch_regions_too_small', added.skipped_small),
+                               ('patch_regions_invalid', added.skipped_invalid)):
+                    self._counts[key] += n
+            self._gauges['bank_size'] = bank_size
+
+    def _add_latency(self, stage: str, ms: float) -> None:
+        """Caller holds the lock."""
+        window = self._latency.get(stage)
+        if window is None:
+            window = self._latency[stage] = LatencyWindow(self._window)
+        window.add(ms)
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -78,3 +124,12 @@ class RuntimeStats:
                 out[f'{stage} p99'] = p99
         out['rate_hz'] = self.rate_hz()
         return out
+
+    def summary(self, bad_inputs: tuple[str, ...]) -> tuple[bool, str, dict[str, str]]:
+        """(warn, one-line message, {key: value text}) for a DiagnosticStatus: warn when any of
+        the `bad_inputs` counters is non-zero."""
+        snapshot = self.snapshot()
+        errors = int(sum(snapshot.get(k, 0) for k in bad_inputs))
+        message = (f"{snapshot['rate_hz']:.1f} Hz, bank {int(snapshot.get('bank_size', 0))}"
+                   + (f', {errors} bad inputs' if errors else ''))
+        return errors > 0, message, {k: f'{v:.6g}' for k, v in snapshot.items()}

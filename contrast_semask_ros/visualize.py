@@ -16,20 +16,53 @@ def cost_overlay(rgb: np.ndarray, cost: np.ndarray, max_cost: float = 1.0,
 
     Known pixels are blended with the turbo colour of cost / max_cost (blue low, red high);
     unknown pixels show the camera image, darkened, so "not known" never looks like "cheap".
+    A fresh array each call; `OverlayPainter` paints into reused buffers (the node).
     """
-    import cv2
-
-    if cost.shape != rgb.shape[:2]:
-        raise ValueError(f'cost {cost.shape} must match the image {rgb.shape[:2]}')
-    if not max_cost > 0:
-        raise ValueError(f'max_cost must be > 0, got {max_cost}')
-    with np.errstate(invalid='ignore'):  # NaN pixels are overwritten below
-        level = (np.clip(cost / max_cost, 0.0, 1.0) * 255).astype(np.uint8)  # H, W
-    colours = cv2.LUT(cv2.merge([level, level, level]), _turbo_rgb())  # H, W, 3
-    blended = cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
-    out = rgb >> 1  # unknown: the camera image at half brightness
-    cv2.copyTo(blended, np.isfinite(cost).view(np.uint8), out)
+    out = np.empty_like(rgb)
+    OverlayPainter().paint(rgb, cost, max_cost, out, alpha)
     return out
+
+
+class OverlayPainter:
+    """cost_overlay into a given output with reused scratch buffers: no frame-sized allocation
+    per frame once the camera size is steady."""
+
+    def __init__(self) -> None:
+        self._shape: tuple[int, int] | None = None
+
+    def _scratch(self, height: int, width: int) -> None:
+        if self._shape == (height, width):
+            return
+        self._shape = (height, width)
+        self._scaled = np.empty((height, width), np.float32)
+        self._level = np.empty((height, width), np.uint8)
+        self._level3 = np.empty((height, width, 3), np.uint8)
+        self._colours = np.empty((height, width, 3), np.uint8)
+        self._blended = np.empty((height, width, 3), np.uint8)
+        self._known = np.empty((height, width), bool)
+
+    def paint(self, rgb: np.ndarray, cost: np.ndarray, max_cost: float, out: np.ndarray,
+              alpha: float = 0.5) -> np.ndarray:
+        """Write the overlay of rgb (H, W, 3) uint8 and cost (H, W) into out (H, W, 3) uint8."""
+        import cv2
+
+        if cost.shape != rgb.shape[:2] or out.shape != rgb.shape or out.dtype != np.uint8:
+            raise ValueError(f'cost {cost.shape} and out {out.shape} must match the image '
+                             f'{rgb.shape[:2]}')
+        if not max_cost > 0:
+            raise ValueError(f'max_cost must be > 0, got {max_cost}')
+        self._scratch(*cost.shape)
+        np.multiply(cost, np.float32(255.0 / max_cost), out=self._scaled)
+        np.clip(self._scaled, 0.0, 255.0, out=self._scaled)
+        np.isfinite(cost, out=self._known)
+        np.nan_to_num(self._scaled, copy=False, nan=0.0)  # NaN pixels are overwritten below
+        np.copyto(self._level, self._scaled, casting='unsafe')  # H, W in 0..255
+        cv2.merge([self._level, self._level, self._level], dst=self._level3)
+        cv2.LUT(self._level3, _turbo_rgb(), dst=self._colours)  # H, W, 3
+        cv2.addWeighted(rgb, 1.0 - alpha, self._colours, alpha, 0.0, dst=self._blended)
+        np.right_shift(rgb, 1, out=out)  # unknown: the camera image at half brightness
+        cv2.copyTo(self._blended, self._known.view(np.uint8), out)
+        return out
 
 
 @functools.cache

@@ -18,12 +18,11 @@ refuses a mismatch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -31,8 +30,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from contrast_semask_ros.engine_spec import EngineSpec, TensorSpec, spec_path, write_spec
-from contrast_semask_train.model import INPUT_NAMES, DeployWrapper, load_checkpoint
+from contrast_semask_ros.atomic import atomic_path
+from contrast_semask_ros.engine_spec import INPUT_NAMES, EngineSpec, spec_path
+from contrast_semask_train.model import DeployWrapper, load_checkpoint
 from contrast_semask_train.model.checkpoint import CheckpointError, file_sha256
 from contrast_semask_train.model.precision import to_half_precision
 
@@ -53,11 +53,11 @@ def random_feeds(rng: np.random.Generator, height: int, width: int, bank_size: i
                  valid_fraction: float) -> dict[str, np.ndarray]:
     protos = rng.normal(size=(bank_size, dim)).astype(np.float32)
     protos /= np.linalg.norm(protos, axis=1, keepdims=True)
-    return {'image': rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8),
-            'prototypes': protos,
-            'prototype_costs': rng.uniform(0, 1, bank_size).astype(np.float32),
-            'prototype_valid': (rng.uniform(size=bank_size) < valid_fraction).astype(np.float32),
-            'temperature': np.array([0.1], np.float32)}
+    values = (rng.integers(0, 256, (1, height, width, 3), dtype=np.uint8), protos,
+              rng.uniform(0, 1, bank_size).astype(np.float32),
+              (rng.uniform(size=bank_size) < valid_fraction).astype(np.float32),
+              np.array([0.1], np.float32))
+    return dict(zip(INPUT_NAMES, values, strict=True))
 
 
 def check_parity(wrapper: DeployWrapper, onnx_path: Path, spec: EngineSpec, trials: int = 3,
@@ -70,7 +70,7 @@ def check_parity(wrapper: DeployWrapper, onnx_path: Path, spec: EngineSpec, tria
     options.log_severity_level = 3  # errors only: fp16 graphs warn about CPU constant folding
     session = ort.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
     rng = np.random.default_rng(seed)
-    names = [o.name for o in spec.outputs]
+    names = list(spec.output_names)
     worst_err = dict.fromkeys(names, 0.0)
     worst_cos = dict.fromkeys(names, 1.0)
     for trial in range(trials):
@@ -78,7 +78,7 @@ def check_parity(wrapper: DeployWrapper, onnx_path: Path, spec: EngineSpec, tria
                              valid_fraction=0.0 if trial == 1 else 0.5)
         onnx_out = session.run(names, feeds)
         with torch.no_grad():
-            torch_out = wrapper(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
+            torch_out = wrapper(*(torch.from_numpy(feeds[n]) for n in spec.input_names))
         for name, a, b in zip(names, onnx_out, torch_out, strict=True):
             b = b.numpy()
             worst_err[name] = max(worst_err[name], float(np.abs(a - b).max()))
@@ -93,31 +93,35 @@ def check_parity(wrapper: DeployWrapper, onnx_path: Path, spec: EngineSpec, tria
 
 def example_inputs(spec: EngineSpec) -> tuple[torch.Tensor, ...]:
     """Tensors with the spec's input shapes and dtypes, in INPUT_NAMES order (zeros; the
-    temperature 0.1, so a traced run computes finite values)."""
-    return tuple(torch.full(t.shape, 0.1 if t.name == 'temperature' else 0.0,
+    temperature, the last input, 0.1, so a traced run computes finite values)."""
+    return tuple(torch.full(t.shape, 0.1 if t.name == INPUT_NAMES[-1] else 0.0,
                             dtype=getattr(torch, t.dtype)) for t in spec.inputs)
 
 
 def deploy_spec(wrapper: DeployWrapper, height: int, width: int, bank_size: int,
                 checkpoint_sha256: str, precision: str = 'fp32') -> EngineSpec:
-    """The EngineSpec of `wrapper` at one static input size (output shapes by a dry run)."""
+    """The EngineSpec of `wrapper` at one static input size (EngineSpec.build from its config),
+    checked against the wrapper itself: output names and, by a dry run, output shapes."""
     cfg = wrapper.model.config
-    D, K = cfg.output_dim, bank_size
-    example = (torch.zeros(1, height, width, 3, dtype=torch.uint8), torch.zeros(K, D),
-               torch.zeros(K), torch.zeros(K), torch.tensor([0.1]))
+    spec = EngineSpec.build(
+        height=height, width=width, bank_size=bank_size, embedding_dim=cfg.output_dim,
+        stride=cfg.output_stride, mean=cfg.mean, std=cfg.std, class_names=cfg.class_names,
+        checkpoint_sha256=checkpoint_sha256, precision=precision, opset=OPSET,
+        num_classes=cfg.num_classes, with_logits=wrapper.with_logits,
+        model_config=cfg.to_dict())
     with torch.no_grad():
-        shapes = [tuple(t.shape) for t in wrapper(*example)]
-    outputs = tuple(TensorSpec(n, s, 'float32')
-                    for n, s in zip(wrapper.output_names, shapes, strict=True))
-    inputs = tuple(TensorSpec(n, tuple(t.shape), str(t.dtype).removeprefix('torch.'))
-                   for n, t in zip(INPUT_NAMES, example, strict=True))
-    spec = EngineSpec(inputs=inputs, outputs=outputs, height=height, width=width,
-                      stride=cfg.output_stride, embedding_dim=D, bank_size=K,
-                      mean=tuple(cfg.mean), std=tuple(cfg.std), class_names=cfg.class_names,
-                      checkpoint_sha256=checkpoint_sha256, opset=OPSET, precision=precision,
-                      model_config=cfg.to_dict())
-    spec.validate()
+        outputs = wrapper(*example_inputs(spec))
+    got = {name: tuple(t.shape) for name, t in zip(wrapper.output_names, outputs, strict=True)}
+    want = {t.name: t.shape for t in spec.outputs}
+    if got != want:
+        raise RuntimeError(f'the deploy wrapper outputs {got}, its spec says {want}: the model '
+                           'package and contrast_semask_ros.engine_spec disagree')
     return spec
+
+
+def parity_path(onnx_path: Path) -> Path:
+    """The parity report beside `model.onnx` is `model.onnx.parity.json`."""
+    return Path(f'{onnx_path}.parity.json')
 
 
 # Parity tolerances (max abs error, min cosine) against the float32 PyTorch wrapper. FP16 is
@@ -146,17 +150,20 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
         wrapper = DeployWrapper(to_half_precision(copy.deepcopy(model)), with_logits=with_logits)
     example = example_inputs(spec)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f'.{out.name}.', dir=out.parent))
-    try:
-        tmp = tmp_dir / out.name
+    # ONNX file, spec and parity report are written to temp files beside --out and committed
+    # together at the end (ONNX first, then spec, then report); any failure, parity included,
+    # removes all three temps and leaves --out untouched.
+    with contextlib.ExitStack() as commit:
+        tmp_report = commit.enter_context(atomic_path(parity_path(out)))
+        tmp_spec = commit.enter_context(atomic_path(spec_path(out)))
+        tmp = commit.enter_context(atomic_path(out))
         # the exporter's own passes log every rewrite at INFO; keep only their warnings
         logging.getLogger('torch.onnx').setLevel(logging.ERROR)
         for name in ('onnxscript', 'onnx_ir'):
             logging.getLogger(name).setLevel(logging.WARNING)
         program = torch.onnx.export(wrapper, example, dynamo=True, opset_version=OPSET,
-                                    input_names=list(INPUT_NAMES),
-                                    output_names=list(wrapper.output_names))
+                                    input_names=list(spec.input_names),
+                                    output_names=list(spec.output_names))
         program.save(str(tmp), external_data=False)
         graph = onnx.load(str(tmp))
         onnx.checker.check_model(graph, full_check=True)
@@ -169,16 +176,10 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
                   'atol': atol, 'min_cosine_required': min_cos,
                   'max_abs_error': parity.max_abs_error,
                   'min_cosine': parity.min_cosine, 'nodes': len(graph.graph.node)}
-        (tmp_dir / f'{out.name}.parity.json').write_text(json.dumps(report, indent=2))
         if not parity.passed:
             raise RuntimeError(f'ONNX Runtime parity above tolerance: {report}')
-        write_spec(spec, tmp)
-        for name in (out.name, spec_path(out).name, f'{out.name}.parity.json'):
-            os.replace(tmp_dir / name, out.parent / name)
-    finally:
-        for leftover in tmp_dir.iterdir():
-            leftover.unlink()
-        tmp_dir.rmdir()
+        tmp_report.write_text(json.dumps(report, indent=2))
+        tmp_spec.write_text(spec.to_json())
     return spec, parity
 
 

@@ -16,6 +16,7 @@ builder says so.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -23,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from contrast_semask_ros.engine_spec import EngineSpec, read_spec, write_spec
+from contrast_semask_ros.atomic import atomic_path, atomic_write_bytes
+from contrast_semask_ros.engine_spec import INPUT_NAMES, EngineSpec, read_spec, spec_path
 
 _logger = logging.getLogger(__name__)
 
@@ -86,10 +88,10 @@ def calibration_feeds(spec: EngineSpec, path: Path, rng: np.random.Generator
     K, D = spec.bank_size, spec.embedding_dim
     prototypes = rng.normal(size=(K, D)).astype(np.float32)
     prototypes /= np.linalg.norm(prototypes, axis=1, keepdims=True)
-    return {'image': np.ascontiguousarray(rgb[None]), 'prototypes': prototypes,
-            'prototype_costs': rng.uniform(0, 1, K).astype(np.float32),
-            'prototype_valid': np.ones(K, np.float32),
-            'temperature': np.array([0.1], np.float32)}
+    values = (np.ascontiguousarray(rgb[None]), prototypes,
+              rng.uniform(0, 1, K).astype(np.float32), np.ones(K, np.float32),
+              np.array([0.1], np.float32))
+    return dict(zip(INPUT_NAMES, values, strict=True))
 
 
 def make_entropy_calibrator(trt, spec: EngineSpec, images: list[Path], cache_path: Path):
@@ -125,7 +127,7 @@ def make_entropy_calibrator(trt, spec: EngineSpec, images: list[Path], cache_pat
             return cache_path.read_bytes() if cache_path.is_file() else None
 
         def write_calibration_cache(self, cache: bytes) -> None:
-            cache_path.write_bytes(bytes(cache))
+            atomic_write_bytes(cache_path, bytes(cache))
 
     return EntropyCalibrator()
 
@@ -190,17 +192,19 @@ def build_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, fp16: boo
             context.detach()
     if plan is None:
         raise EngineBuildError('the TensorRT build failed; see the TensorRT log above')
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f'.{out.name}.tmp')
-    tmp.write_bytes(memoryview(plan))
-    cache_path.write_bytes(memoryview(config.get_timing_cache().serialize()))
+    atomic_write_bytes(cache_path, memoryview(config.get_timing_cache().serialize()))
     gpu, capability = gpu_identity()
     engine_spec = dataclasses.replace(
         spec, precision='int8' if int8 else 'fp16' if fp16 or strongly_typed else 'fp32',
         tensorrt_version=trt.__version__,
         gpu_name=gpu, compute_capability=capability)
-    write_spec(engine_spec, out)
-    os.replace(tmp, out)
+    engine_spec.validate()
+    # engine and spec go to temp files beside `out` and are committed together (engine first)
+    with contextlib.ExitStack() as commit:
+        tmp_spec = commit.enter_context(atomic_path(spec_path(out)))
+        tmp_engine = commit.enter_context(atomic_path(out))
+        tmp_engine.write_bytes(memoryview(plan))
+        tmp_spec.write_text(engine_spec.to_json())
     _logger.info('built %s for %s (sm %s) with TensorRT %s, %s', out, gpu, capability,
                  trt.__version__, engine_spec.precision)
     return out

@@ -57,6 +57,31 @@ def test_onnxruntime_and_torch_backends_agree(models: tuple[Path, Path]) -> None
 
 
 @pytest.mark.slow
+def test_backends_fetch_outputs_by_the_spec_names(models: tuple[Path, Path],
+                                                  tmp_path: Path) -> None:
+    """A graph exported with logits has a fourth output; the backends still return the three
+    required outputs by name, and feed the inputs by the spec's names."""
+    from contrast_semask_train.export import main
+
+    ckpt, onnx_path = models
+    with_logits = tmp_path / 'logits.onnx'
+    assert main(['onnx', str(ckpt), '--height', '48', '--width', '64', '--bank-size', '8',
+                 '--logits', '--out', str(with_logits)]) == 0
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    bank = _bank(rng, 4)
+    with open_backend(with_logits) as a, open_backend(onnx_path) as b:
+        assert a.spec.output_names == ('embedding', 'cost', 'confidence', 'logits')
+        assert a.spec.required_outputs == b.spec.outputs
+        feeds = a._stage(image, bank, 0.1)
+        assert tuple(feeds) == a.spec.input_names
+        x, y = a.infer(image, bank, 0.1), b.infer(image, bank, 0.1)
+        for name in ('embedding', 'cost', 'confidence'):
+            np.testing.assert_allclose(getattr(x, name), getattr(y, name), atol=1e-6,
+                                       err_msg=name)
+
+
+@pytest.mark.slow
 def test_backend_rejects_inputs_that_do_not_fit(models: tuple[Path, Path]) -> None:
     _, onnx_path = models
     rng = np.random.default_rng(0)

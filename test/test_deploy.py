@@ -3,6 +3,7 @@ its ONNX export with ONNX Runtime parity (micro model)."""
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import Counter
 from pathlib import Path
@@ -12,9 +13,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from contrast_semask_ros import engine_spec
+from contrast_semask_ros.backends import BackendOutputs
 from contrast_semask_ros.propagation import propagate_cost
 from contrast_semask_train.export import FORBIDDEN_OPS
 from contrast_semask_train.model import INPUT_NAMES, DeployWrapper, build_model, propagate
+from contrast_semask_train.model.deploy import DeployOutputs, DeployOutputsWithLogits
+
+
+def test_graph_names_agree_with_the_runtime_constants() -> None:
+    """model/deploy.py (torch only) spells the names that contrast_semask_ros.engine_spec
+    defines: the forward's arguments are the inputs, the output tuples' fields the outputs."""
+    assert INPUT_NAMES == engine_spec.INPUT_NAMES
+    assert tuple(inspect.signature(DeployWrapper.forward).parameters)[1:] == INPUT_NAMES
+    assert DeployOutputs._fields == engine_spec.OUTPUT_NAMES
+    assert DeployOutputsWithLogits._fields == (*engine_spec.OUTPUT_NAMES, engine_spec.LOGITS_NAME)
+    assert BackendOutputs._fields[:len(engine_spec.OUTPUT_NAMES)] == engine_spec.OUTPUT_NAMES
 
 
 def _unit(x: np.ndarray, axis: int) -> np.ndarray:

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from contrast_semask_ros import engine_spec
+from contrast_semask_ros.atomic import stale_temp_files
 from contrast_semask_ros.engine_spec import EngineSpec, EngineSpecError, read_spec
-from contrast_semask_train.model import INPUT_NAMES, build_model, save_checkpoint
+from contrast_semask_train.model import INPUT_NAMES, DeployWrapper, build_model, save_checkpoint
 
 pytest.importorskip('onnxruntime', reason='onnxruntime is an export extra: pip install .[export]')
 
@@ -30,6 +31,48 @@ def test_input_names_agree_between_runtime_and_graph() -> None:
     assert engine_spec.INPUT_NAMES == INPUT_NAMES
 
 
+def _build(**overrides: object) -> EngineSpec:
+    values: dict = dict(height=50, width=70, bank_size=5, embedding_dim=16, stride=4,
+                        mean=(1.0, 2.0, 3.0), std=(4, 5, 6), class_names=('a', 'b'),
+                        checkpoint_sha256='0' * 64, precision='fp32')
+    return EngineSpec.build(**{**values, **overrides})
+
+
+def test_engine_spec_build_takes_plain_values() -> None:
+    spec = _build()
+    assert spec.input_names == engine_spec.INPUT_NAMES
+    assert spec.output_names == engine_spec.OUTPUT_NAMES
+    assert [t.shape for t in spec.inputs] == [(1, 50, 70, 3), (5, 16), (5,), (5,), (1,)]
+    assert [t.dtype for t in spec.inputs] == ['uint8', 'float32', 'float32', 'float32',
+                                              'float32']
+    assert [t.shape for t in spec.outputs] == [(1, 16, 13, 18), (1, 1, 50, 70), (1, 1, 50, 70)]
+    assert spec.opset == 0 and spec.std == (4.0, 5.0, 6.0) and spec.model_config == {}
+    logits = _build(with_logits=True, num_classes=2)
+    assert logits.output_names == (*engine_spec.OUTPUT_NAMES, engine_spec.LOGITS_NAME)
+    assert logits.output('logits').shape == (1, 2, 13, 18)
+    assert logits.required_outputs == spec.outputs
+    assert EngineSpec.from_dict(json.loads(logits.to_json())) == logits
+    with pytest.raises(EngineSpecError, match='logits need num_classes'):
+        _build(with_logits=True)
+    with pytest.raises(EngineSpecError, match='must be >= 1'):
+        _build(bank_size=0)
+    renamed = {**spec.to_dict(), 'outputs': [{**t, 'name': n} for t, n in zip(
+        spec.to_dict()['outputs'], ('embedding', 'confidence', 'cost'), strict=True)]}
+    with pytest.raises(EngineSpecError, match='outputs must be'):
+        EngineSpec.from_dict(renamed)
+
+
+@pytest.mark.parametrize('with_logits', [False, True])
+def test_deploy_spec_matches_the_wrapper(with_logits: bool) -> None:
+    """EngineSpec.build's shapes (from the config) agree with a dry run of the wrapper."""
+    from contrast_semask_train.export import deploy_spec
+
+    wrapper = DeployWrapper(build_model('micro', 3, 'contrastive'), with_logits=with_logits)
+    spec = deploy_spec(wrapper, 50, 70, 5, '0' * 64)
+    assert spec.output_names == wrapper.output_names and spec.opset == 18
+    assert spec.embedding_dim == wrapper.model.config.output_dim
+
+
 @pytest.mark.slow
 def test_export_writes_onnx_spec_and_passing_parity(exported: Path) -> None:
     spec = read_spec(exported)
@@ -42,6 +85,9 @@ def test_export_writes_onnx_spec_and_passing_parity(exported: Path) -> None:
         'embedding', 'cost', 'confidence'}
     assert max(report['max_abs_error'].values()) < 1e-3
     assert min(report['min_cosine'].values()) > 0.9999
+    assert stale_temp_files(exported.parent, exported.name) == []
+    assert sorted(p.name for p in exported.parent.iterdir()) == [
+        'm.onnx', 'm.onnx.json', 'm.onnx.parity.json']
 
 
 @pytest.mark.slow

@@ -108,8 +108,30 @@ def test_memory_bound_is_max_frames_times_d_h_w_4() -> None:
     buffer.push(0, np.zeros((64, 136, 256), np.float32), (544, 1024))
     assert buffer.memory_bound_bytes == 30 * 8_912_896
     assert buffer.nbytes == 8_912_896
+    buffer.clear()  # the slot stays allocated for the next frames
+    assert len(buffer) == 0 and buffer.nbytes == 0 and buffer.evicted == 0
+    assert buffer.memory_bound_bytes == 30 * 8_912_896
+
+
+def test_slots_are_reused_not_reallocated() -> None:
+    buffer = FrameBuffer(3, 100.0)
+    rng = np.random.default_rng(0)
+    embeddings = [rng.normal(size=(4, 3, 5)).astype(np.float32) for _ in range(8)]
+    buffer.push(0, embeddings[0], SIZE)
+    first = buffer.lookup(0)
+    datas = set()
+    for i in range(1, 8):
+        buffer.push(i, embeddings[i], SIZE)
+        datas.add(id(buffer.lookup(i).data))
+    assert len(datas) == 3  # three slots, reused in turn
+    assert not buffer.is_current(first)  # frame 0 was evicted and its slot overwritten
+    for i in (5, 6, 7):  # each kept frame still reads back its own embedding
+        frame = buffer.lookup(i)
+        assert buffer.is_current(frame)
+        np.testing.assert_array_equal(frame.embedding, embeddings[i])
+        assert bytes(frame.data) == embeddings[i].transpose(1, 2, 0).tobytes()  # 32FC<D> rows
     buffer.clear()
-    assert len(buffer) == 0 and buffer.memory_bound_bytes == 0 and buffer.evicted == 0
+    assert not buffer.is_current(frame)
 
 
 def test_push_copies_the_embedding() -> None:
@@ -122,7 +144,8 @@ def test_push_copies_the_embedding() -> None:
     buffer.push(2, np.ones((1, 4, 3, 5), np.float64), SIZE)  # backend layout, float64
     frame = buffer.lookup(2)
     assert frame.embedding.shape == (4, 3, 5) and frame.embedding.dtype == np.float32
-    assert frame.embedding.flags.c_contiguous
+    assert frame.hwc.shape == (3, 5, 4) and frame.hwc.flags.c_contiguous
+    assert not frame.embedding.flags.writeable and not frame.hwc.flags.writeable
 
 
 def test_rejects_bad_inputs() -> None:

@@ -57,8 +57,7 @@ def test_console_script_of_the_launch_file_exists() -> None:
 
 
 def test_params_file_is_keyed_for_any_namespace_and_matches_the_node() -> None:
-    pytest.importorskip('rclpy', reason='node.py imports rclpy')
-    from contrast_semask_ros.node import PARAMETERS
+    from contrast_semask_ros.params import BY_NAME as PARAMETERS
 
     data = yaml.safe_load(PARAMS.read_text())
     assert list(data) == ['/**']  # a key `cost_map:` would be ignored under a namespace

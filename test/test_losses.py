@@ -1,7 +1,7 @@
-"""Losses (seed_spec §2) against naive references written straight from the spec's formulas.
+"""Losses (docs/MODEL.md §3) against naive references written straight from its formulas.
 
 The references below use dense n x n matrices and Python loops on purpose: they are slow and
-obviously equal to the spec text, while the package versions are chunked and vectorised.
+obviously equal to the documented steps, while the package versions are chunked and vectorised.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def naive_seed_loss(anchors: torch.Tensor, anchor_labels: torch.Tensor, bank: to
                     bank_labels: torch.Tensor, temperature: float,
                     class_weights: torch.Tensor | None, mean_over_bank_rows: bool
                     ) -> torch.Tensor:
-    """seed_spec §2.3 steps 5-10 with dense n x n matrices, as the seed computes them."""
+    """docs/MODEL.md §3.3 steps 5-10 with dense n x n matrices, as the seed computes them."""
     X = torch.cat([bank.detach(), anchors])  # n, D; only the anchor rows carry gradient
     y = torch.cat([bank_labels, anchor_labels])  # n
     n, nb = X.shape[0], bank.shape[0]
@@ -66,7 +66,7 @@ def naive_seed_loss(anchors: torch.Tensor, anchor_labels: torch.Tensor, bank: to
 def naive_reco(feats: torch.Tensor, labels: torch.Tensor, query_classes: list[int],
                queries: torch.Tensor, negatives: torch.Tensor, temperature: float
                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """seed_spec §2.5 steps 1 and 3-4, one query at a time, with the given sampled indices.
+    """docs/MODEL.md §3.5 steps 1 and 3-4, one query at a time, with the given sampled indices.
 
     Returns (loss, prototypes of the present classes in ascending class order)."""
     present = sorted({int(v) for v in labels.tolist() if v != IGNORE})
@@ -216,7 +216,7 @@ def test_module_follows_the_spec_pipeline_and_keeps_a_fifo_bank():
         loss = loss_fn(F.normalize(raw, dim=1), labels)
         (grad,) = torch.autograd.grad(loss, raw)
 
-        # The reference: §2.3 steps 1-5 by hand with the same random stream.
+        # The reference: §3.3 steps 1-5 by hand with the same random stream.
         torch.manual_seed(100 + it)
         z = F.normalize(raw, dim=1).permute(0, 2, 3, 1).reshape(-1, 8)  # B*h*w, D
         small = labels[:, ::4, ::4].reshape(-1)  # label[4i, 4j]

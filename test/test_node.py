@@ -74,7 +74,7 @@ def test_bad_inputs_are_survived_and_counted(main_run: dict[str, Any]) -> None:
     assert diag['frames_rejected'] >= 2  # short data, 32FC1 on the camera topic
     assert diag['size_changes'] >= 1
     assert diag['patches_rejected'] >= 1  # an rgb8 "mask"
-    assert diag['patch_misses'] >= 2  # evicted and future frames
+    assert diag['patches_miss'] >= 2  # evicted and future frames
     assert diag['patch_regions_invalid'] >= 1  # infinite cost
     assert diag['patches_empty'] >= 2  # all-NaN mask, the infinite one
     assert diag['patches_in'] >= 16 and diag['frames_out'] >= 5

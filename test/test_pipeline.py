@@ -10,7 +10,15 @@ from scenes import two_texture_scene
 
 from contrast_semask_ros.backends import open_backend
 from contrast_semask_ros.frames import MISS_EVICTED, MISS_FUTURE
-from contrast_semask_ros.pipeline import ConfigError, Pipeline, PipelineConfig
+from contrast_semask_ros.pipeline import (
+    PATCH_ADDED,
+    PATCH_EMPTY,
+    PATCH_MISS,
+    PATCH_REJECTED,
+    ConfigError,
+    Pipeline,
+    PipelineConfig,
+)
 
 H, W = 120, 200  # camera size, deliberately not the engine's 96x128
 
@@ -89,3 +97,43 @@ def test_settings_are_validated(texture_model: TextureModel) -> None:
         pipeline.set_propagation(0.1, 1.5)
     with pytest.raises(ConfigError, match='uint8 RGB'):
         pipeline.process(np.zeros((H, W), np.uint8), 1)
+
+
+def test_reused_outputs_equal_fresh_ones_and_carry_their_bytes(
+        texture_model: TextureModel) -> None:
+    fresh, reused = _pipeline(texture_model), _pipeline(texture_model)
+    reused.reuse_outputs = True
+    rgb, _ = two_texture_scene(H, W)
+    for pipeline in (fresh, reused):
+        pipeline.process(rgb, 1)
+        assert pipeline.add_patch(_patch(0.2, 0.9), 1).status == PATCH_ADDED
+    a, b = fresh.process(rgb, 2), reused.process(rgb, 2)
+    np.testing.assert_array_equal(a.cost, b.cost)
+    np.testing.assert_array_equal(a.confidence, b.confidence)
+    assert a.payloads.cost is None and b.payloads.cost is not None
+    assert bytes(b.payloads.cost) == b.cost.astype('<f4').tobytes()
+    assert bytes(b.payloads.confidence) == b.confidence.astype('<f4').tobytes()
+    # the embedding's bytes are the frame buffer's slot, in 32FC<D> (h, w, D) row order
+    assert bytes(b.payloads.embedding) == b.embedding.transpose(1, 2, 0).astype('<f4').tobytes()
+    cost_data = b.payloads.cost
+    c = reused.process(rgb, 3, want_confidence=False)
+    assert c.payloads.cost is cost_data  # the same buffer, frame after frame
+    assert c.confidence is None and c.payloads.confidence is None
+    np.testing.assert_array_equal(c.cost, a.cost)  # unknown mask from the engine confidence
+
+
+def test_patch_outcomes_are_typed_never_raised(texture_model: TextureModel) -> None:
+    pipeline = _pipeline(texture_model)
+    rgb, _ = two_texture_scene(H, W)
+    pipeline.process(rgb, 1)
+    rejected = pipeline.add_patch(np.zeros((H, W, 3), np.float32), 1)
+    assert rejected.status == PATCH_REJECTED and '(H, W) float' in rejected.reason
+    wrong_size = pipeline.add_patch(np.full((H, W + 1), 0.5, np.float32), 1)
+    assert wrong_size.status == PATCH_REJECTED and 'integer downscale' in wrong_size.reason
+    half = np.full((H // 2, W // 2), np.nan, np.float32)
+    half[30:55, 5:30] = 0.4  # the grass patch at half the camera size
+    assert pipeline.add_patch(half, 1).status == PATCH_ADDED
+    assert pipeline.add_patch(np.full((H, W), np.nan, np.float32), 1).status == PATCH_EMPTY
+    miss = pipeline.add_patch(_patch(0.2, 0.9), 5)
+    assert miss.status == PATCH_MISS and miss.reason == MISS_FUTURE and miss.problem()
+    assert pipeline.add_patch(_patch(0.2, 0.9), 1).problem() is None

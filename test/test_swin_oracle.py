@@ -1,4 +1,4 @@
-"""Swin / SeMask semantics checked against a naive float64 oracle (seed_spec sections 1.2, 1.3).
+"""Swin / SeMask semantics checked against a naive float64 oracle (docs/MODEL.md §1).
 
 The oracle below is written from the specification only. Windowing, padding, the cyclic shift,
 the shift mask, the relative-position index and the PatchMerging order are all done with explicit

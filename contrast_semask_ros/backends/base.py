@@ -84,9 +84,12 @@ class Backend:
         self._valid[:K] = 1.0 if bank.valid is None else bank.valid
         self._valid[K:] = 0.0
         self._temperature[0] = temperature
-        return {'image': np.ascontiguousarray(image.reshape(1, *want)),
-                'prototypes': self._prototypes, 'prototype_costs': self._costs,
-                'prototype_valid': self._valid, 'temperature': self._temperature}
+        values = (np.ascontiguousarray(image.reshape(1, *want)), self._prototypes, self._costs,
+                  self._valid, self._temperature)
+        # keyed by the spec's names, in its input order (EngineSpec.validate fixes the order)
+        return dict(zip(spec.input_names, values, strict=True))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Run the graph on `feeds` (keyed by spec.input_names) and return the arrays of
+        spec.required_outputs (embedding, cost, confidence), in that order."""
         raise NotImplementedError

@@ -39,7 +39,7 @@ class OnnxRuntimeBackend(Backend):
         if inputs != expected:
             raise BackendError(f'{model_path} does not match its spec: graph inputs {inputs}, '
                                f'spec {expected}; re-export both together')
-        self._outputs = ['embedding', 'cost', 'confidence']
+        self._outputs = [t.name for t in self.spec.required_outputs]
         _logger.info('ONNX Runtime %s on %s', ort.__version__, self.providers)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

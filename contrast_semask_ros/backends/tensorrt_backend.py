@@ -77,14 +77,15 @@ class TensorRTBackend(Backend):
                                        self.stream)
             if not self.execution.execute_async_v3(self.stream.handle):
                 raise BackendError('TensorRT execute_async_v3 failed')
-            names = ('embedding', 'cost', 'confidence')
+            names = [t.name for t in self.spec.required_outputs]
             for name in names:
                 cuda.memcpy_dtoh_async(self.host[name], self.device_buffers[name], self.stream)
             self.stream.synchronize()
         finally:
             self.context.pop()
         # the pinned host buffers are reused by the next call (documented in base.py)
-        return self.host['embedding'], self.host['cost'], self.host['confidence']
+        embedding, cost, confidence = (self.host[name] for name in names)
+        return embedding, cost, confidence
 
     def close(self) -> None:
         if getattr(self, 'context', None) is None:

@@ -1,6 +1,8 @@
 """PyTorch backend: the deploy wrapper rebuilt from a checkpoint alone (CUDA or CPU).
 
-The only runtime module that imports torch and the model package, lazily at construction.
+The only runtime module that imports torch and the model package, lazily at construction, and
+only `contrast_semask_train.model` (the deploy wrapper, load_checkpoint, precision helpers,
+file_sha256): the spec is built here from the model's config with `EngineSpec.build`.
 
 Precision: 'fp32', 'fp16' or 'bf16' (model/precision.py: half-precision network, LayerNorm,
 softmax and L2 normalisation in float32, float32 propagation); 'auto' is fp16 on CUDA and fp32
@@ -17,12 +19,13 @@ import os
 
 import numpy as np
 
+from contrast_semask_ros.engine_spec import EngineSpec, EngineSpecError
+
 from .base import Backend, BackendError
 
 _logger = logging.getLogger(__name__)
 
 PRECISIONS = ('auto', 'fp32', 'fp16', 'bf16')
-_FEED_ORDER = ('image', 'prototypes', 'prototype_costs', 'prototype_valid', 'temperature')
 
 
 class TorchBackend(Backend):
@@ -34,7 +37,6 @@ class TorchBackend(Backend):
         try:
             import torch
 
-            from contrast_semask_train.export import deploy_spec
             from contrast_semask_train.model import DeployWrapper, load_checkpoint
             from contrast_semask_train.model.checkpoint import file_sha256
             from contrast_semask_train.model.precision import HALF_DTYPES, to_half_precision
@@ -57,18 +59,32 @@ class TorchBackend(Backend):
         self.precision = precision
         model, _ = load_checkpoint(checkpoint)
         wrapper = DeployWrapper(model)
-        super().__init__(deploy_spec(wrapper, height, width, bank_size,
-                                     file_sha256(checkpoint), precision))
+        cfg = model.config
+        try:
+            spec = EngineSpec.build(
+                height=height, width=width, bank_size=bank_size, embedding_dim=cfg.output_dim,
+                stride=cfg.output_stride, mean=cfg.mean, std=cfg.std,
+                class_names=cfg.class_names, checkpoint_sha256=file_sha256(checkpoint),
+                precision=precision, model_config=cfg.to_dict())
+        except EngineSpecError as err:
+            raise BackendError(f'{checkpoint}: {err}') from err
+        super().__init__(spec)
+        if wrapper.output_names[:len(self.spec.required_outputs)] != tuple(
+                t.name for t in self.spec.required_outputs):
+            raise BackendError(f'the deploy wrapper outputs {wrapper.output_names}, the spec '
+                               f'{self.spec.output_names}: the model package and the runtime '
+                               'disagree; install matching versions')
         if precision in HALF_DTYPES:
             to_half_precision(wrapper.model, HALF_DTYPES[precision])
         self.wrapper = wrapper.to(self.device)
         self._forward = torch.compile(self.wrapper) if compile else self.wrapper
         pin = self.device.type == 'cuda'
-        # fixed device inputs (graph capture needs fixed addresses) and host outputs
+        # fixed device inputs in the spec's (= forward's) argument order (graph capture needs
+        # fixed addresses) and host outputs
         self._inputs = {t.name: torch.zeros(t.shape, dtype=getattr(torch, t.dtype),
                                             device=self.device) for t in self.spec.inputs}
         self._host_out = [torch.zeros(t.shape, dtype=torch.float32, pin_memory=pin)
-                          for t in self.spec.outputs[:3]]
+                          for t in self.spec.required_outputs]
         self._graph = None
         self._graph_out: tuple = ()
         if cuda_graph:
@@ -85,11 +101,11 @@ class TorchBackend(Backend):
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(3):
-                self._forward(*(self._inputs[n] for n in _FEED_ORDER))
+                self._forward(*self._inputs.values())
         torch.cuda.current_stream().wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph), torch.inference_mode():
-            self._graph_out = tuple(self._forward(*(self._inputs[n] for n in _FEED_ORDER)))
+            self._graph_out = tuple(self._forward(*self._inputs.values()))
 
     def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         torch = self.torch
@@ -97,14 +113,15 @@ class TorchBackend(Backend):
             raise BackendError('the PyTorch backend is closed')
         cuda = self.device.type == 'cuda'
         with torch.inference_mode():
-            for name in _FEED_ORDER:
-                self._inputs[name].copy_(torch.from_numpy(feeds[name]), non_blocking=cuda)
+            for name, tensor in self._inputs.items():
+                tensor.copy_(torch.from_numpy(feeds[name]), non_blocking=cuda)
             if self._graph is not None:
                 self._graph.replay()
                 out = self._graph_out
             else:
-                out = tuple(self._forward(*(self._inputs[n] for n in _FEED_ORDER)))
-            for host, device_out in zip(self._host_out, out[:3], strict=True):
+                out = tuple(self._forward(*self._inputs.values()))
+            # DeployOutputs starts with the required outputs, in the spec's order (checked above)
+            for host, device_out in zip(self._host_out, out[:len(self._host_out)], strict=True):
                 host.copy_(device_out, non_blocking=cuda)
             if cuda:
                 torch.cuda.current_stream().synchronize()

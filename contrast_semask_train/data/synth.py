@@ -40,7 +40,8 @@ _REFERENCE_WIDTH = 1024  # texture scales are tuned for this width and follow th
 
 
 def _raw_index_lut() -> np.ndarray:
-    """256-entry map from training id (255 = ignore) to the raw palette index of seed_spec 5.2."""
+    """256-entry map from training id (255 = ignore) to the raw palette index (docs/MODEL.md
+    §5.2)."""
     lut = np.zeros(256, dtype=np.uint8)  # everything else -> 0, the white background
     for train_id, color in enumerate(YCOR_PALETTE):
         lut[train_id] = RAW_PALETTE.index(color)
@@ -464,7 +465,7 @@ def render_scene(rng: np.random.Generator, height: int, width: int
 
 
 def labels_to_palette_png(labels: np.ndarray) -> Image.Image:
-    """A Pillow 'P' image with the raw YCOR palette (seed_spec 5.2) for (H, W) training ids."""
+    """A Pillow 'P' image with the raw YCOR palette (docs/MODEL.md §5.2) for (H, W) ids."""
     from PIL import Image
 
     image = Image.fromarray(np.ascontiguousarray(_RAW_INDEX[labels]))  # 'L'

@@ -1,4 +1,4 @@
-"""Training and evaluation transforms, faithful to the seed's mmseg pipelines (seed_spec 3.2, 3.4).
+"""Training and evaluation transforms, faithful to the seed's pipelines (docs/MODEL.md §6.2, §6.5).
 
 numpy + OpenCV on RGB uint8 images and uint8 label maps. Training: discrete-ratio keep-ratio
 resize, random crop (no re-draw), horizontal flip, PhotoMetricDistortion, normalisation, padding
@@ -51,7 +51,7 @@ def _convert(values: np.ndarray, alpha: float = 1.0, beta: float = 0.0) -> np.nd
 
 @dataclass(frozen=True)
 class PhotoMetricDistortion:
-    """mmseg's PhotoMetricDistortion (seed_spec 3.2 step 6) on RGB uint8.
+    """mmseg's PhotoMetricDistortion (docs/MODEL.md §6.2 step 6) on RGB uint8.
 
     Brightness; contrast first or last (a coin decides); saturation; hue in OpenCV's HSV
     (H in [0, 180)); each step applied with probability `prob` and clipped to [0, 255].
@@ -96,7 +96,7 @@ class PhotoMetricDistortion:
 
 @dataclass(frozen=True)
 class TrainTransform:
-    """The seed's training pipeline after loading (seed_spec 3.2 steps 3-8).
+    """The seed's training pipeline after loading (docs/MODEL.md §6.2 steps 3-8).
 
     Call with (image (H, W, 3) uint8 RGB, labels (H, W) uint8, rng); returns a Sample of
     (3, crop_h, crop_w) float32 and (crop_h, crop_w) int64.
@@ -161,7 +161,7 @@ class TrainTransform:
 
 @dataclass(frozen=True)
 class EvalTransform:
-    """The seed's test pipeline (seed_spec 3.4) via the runtime's own preprocessing.
+    """The seed's test pipeline (docs/MODEL.md §6.5) via the runtime's own preprocessing.
 
     Call with (image (H, W, 3) uint8 RGB, labels (H, W) uint8); returns a Sample of the
     keep-ratio resized, normalised image (3, h, w) and the labels untouched at (H, W) int64:

@@ -1,9 +1,9 @@
-"""Training losses (seed_spec §2), torch only.
+"""Training losses (docs/MODEL.md §3), torch only.
 
-- `seg_cross_entropy`: CE with ignore and mmseg averaging (§2.1, §2.2);
-- `PixelContrastiveLoss`: the seed's supervised pixel-contrastive bank loss (§2.3), not ReCo;
-- `reco_loss`: the real ReCo loss, supervised mode (§2.5);
-- `Criterion` / `LossConfig` / `LossTerms`: the weighted total (§2.4).
+- `seg_cross_entropy`: CE with ignore and mmseg averaging (§3.1, §3.2);
+- `PixelContrastiveLoss`: the seed's supervised pixel-contrastive bank loss (§3.3), not ReCo;
+- `reco_loss`: the real ReCo loss, supervised mode (§3.5);
+- `Criterion` / `LossConfig` / `LossTerms`: the weighted total (§3.4).
 """
 
 from .ce import nearest_labels, seg_cross_entropy

@@ -1,5 +1,5 @@
 """Segmentation cross-entropy with mmseg averaging, and the label resize used by the
-contrastive losses (seed_spec §2.1, §2.2, §2.3 step 1, pitfall 6). Imports torch only."""
+contrastive losses (docs/MODEL.md §3.1, §3.2, §3.3 step 1). Imports torch only."""
 
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ CEReduction = Literal['mmseg', 'valid']
 
 def seg_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255,
                       reduction: CEReduction = 'mmseg') -> torch.Tensor:
-    """Per-pixel softmax cross-entropy at label resolution (seed_spec §2.1).
+    """Per-pixel softmax cross-entropy at label resolution (docs/MODEL.md §3.1).
 
     Args:
         logits: (B, K, h, w) scores, upsampled bilinearly (align_corners=False) to (H, W).
         labels: (B, H, W) int64 class ids; `ignore_index` pixels contribute 0.
         reduction: 'mmseg' divides the summed CE by all B*H*W pixels, ignored ones included,
-            as the seed does (pitfall 6); 'valid' averages over valid pixels only (0 if none).
+            as the seed does (§3.1); 'valid' averages over valid pixels only (0 if none).
 
     Returns:
         0-dim tensor.
@@ -41,7 +41,7 @@ def seg_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
 
 
 def nearest_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """PyTorch nearest resize of (B, H, W) labels to (B, h, w) (seed_spec §2.3 step 1).
+    """PyTorch nearest resize of (B, H, W) labels to (B, h, w) (docs/MODEL.md §3.3 step 1).
 
     For an exact stride s (H = s*h) this picks labels[:, s*i, s*j]. The labels go through float32,
     which is exact for class ids below 2**24.

@@ -1,13 +1,13 @@
-"""The seed's supervised pixel-contrastive bank loss (seed_spec §2.3). Imports torch only.
+"""The seed's supervised pixel-contrastive bank loss (docs/MODEL.md §3.3). Imports torch only.
 
-This is NOT ReCo (pitfall 1): it is the SupCon-form loss that the seed adapted from
-ContrastiveSeg, with random pixel sampling, a small FIFO memory bank and per-class weights. The
-real ReCo loss is in `reco.py` (§2.5).
+This is NOT ReCo: it is the SupCon-form loss that the seed adapted from ContrastiveSeg, with
+random pixel sampling, a small FIFO memory bank and per-class weights. The real ReCo loss is in
+`reco.py` (§3.5).
 
 The seed materialised about ten dense n x n matrices (n = 16384, ~1 GB each in fp32) and built the
-off-diagonal mask on the CPU (pitfall 8). Here no n x n tensor and no mask exists: the contrast
-set is sorted by class, so for the rows of class y the positives are one contiguous block of
-columns and the negatives are the rest. Per block of at most `chunk_size` rows of one class, the
+off-diagonal mask on the CPU. Here no n x n tensor and no mask exists: the contrast set is sorted
+by class, so for the rows of class y the positives are one contiguous block of columns and the
+negatives are the rest. Per block of at most `chunk_size` rows of one class, the
 negative term is one fused log-sum-exp over the negative columns, and the log-probabilities are
 only formed for the n_y positive columns (about n/K instead of n). Each anchor block is
 recomputed in backward (activation checkpointing), so the extra memory is a few
@@ -26,14 +26,14 @@ from torch.utils.checkpoint import checkpoint
 
 from .ce import nearest_labels
 
-# Hard-coded in the seed for the 8 YCOR classes, in the order of seed_spec §5.3 (§2.3 step 9).
+# Hard-coded in the seed for the 8 YCOR classes, in the order of docs/MODEL.md §5.3 (§3.3 step 9).
 # Their provenance cannot be reproduced; treat them as a tunable constant.
 SEED_YCOR_CLASS_WEIGHTS = (0.0713, 0.2460, 0.2252, 0.7276, 0.2937, 0.2234, 1.0000, 0.3800)
 
 
 @dataclass(frozen=True)
 class PixelContrastConfig:
-    """Knobs of the seed's bank loss; the defaults are the seed's constants (pitfall 2)."""
+    """Knobs of the seed's bank loss; the defaults are the seed's constants (§3.4)."""
 
     temperature: float = 0.07  # tau in S = X X^T / tau
     num_samples: int = 4096  # size of each random subset R and A per iteration
@@ -67,7 +67,7 @@ def _class_block(rows: torch.Tensor, row_offset: int, positives: torch.Tensor,
 
     log p_ij = S_ij - log(exp(S_ij) + sum_k N_ik exp(S_ik)) = S_ij - logaddexp(S_ij, eta_i),
     eta_i = logsumexp_k S_ik over the negatives. It is invariant to a per-row shift of S, so the
-    seed's subtraction of the detached row max (§2.3 step 6) changes neither value nor gradient;
+    seed's subtraction of the detached row max (§3.3 step 6) changes neither value nor gradient;
     the log-sum-exp forms are its numerically stable equivalent.
     """
     scaled = rows / temperature  # c, D; scaling here is cheaper than on the (c, n) products
@@ -83,7 +83,7 @@ def pixel_contrast_from_samples(anchors: torch.Tensor, anchor_labels: torch.Tens
                                 temperature: float, class_weights: torch.Tensor | None = None,
                                 mean_over_bank_rows: bool = True, chunk_size: int = 1024,
                                 *, checkpoint_blocks: bool = True) -> torch.Tensor:
-    """The math of seed_spec §2.3 steps 5-10 on already sampled pixels, without n x n tensors.
+    """The math of docs/MODEL.md §3.3 steps 5-10 on already sampled pixels, without n x n tensors.
 
     Args:
         anchors: (m, D) unit-norm embeddings Z[A]; the only rows that carry gradient.
@@ -92,7 +92,7 @@ def pixel_contrast_from_samples(anchors: torch.Tensor, anchor_labels: torch.Tens
         bank_labels: (nb,) int64.
         temperature: tau.
         class_weights: (K,) per-class w, or None for all ones.
-        mean_over_bank_rows: True (seed, pitfall 7): mean of l_i over every row of
+        mean_over_bank_rows: True (seed, §3.3 step 10): mean of l_i over every row of
             X = [bank; anchors] that has a positive; False: over anchor rows with a positive.
         chunk_size: rows per block.
         checkpoint_blocks: recompute each anchor block in backward; False lets autograd keep
@@ -151,23 +151,23 @@ def pixel_contrast_from_samples(anchors: torch.Tensor, anchor_labels: torch.Tens
 
 
 class PixelContrastiveLoss(nn.Module):
-    """The seed's supervised pixel-contrastive bank loss L_con (seed_spec §2.3, not ReCo).
+    """The seed's supervised pixel-contrastive bank loss L_con (docs/MODEL.md §3.3, not ReCo).
 
     Per call (training mode): nearest-resize the labels to the embeddings' grid, draw two
     independent random subsets R and A of the valid pixels (each min(num_samples, |V|), without
     replacement), append (Z[R] detached, y[R]) to the FIFO bank, then contrast the anchors Z[A]
     against X = [bank; Z[A]].
 
-    Bank order: the spec's step 4 appends R and drops the oldest entry before step 5 builds X, so
+    Bank order: §3.3 step 4 appends R and drops the oldest entry before step 5 builds X, so
     the bank used in step 5 already holds this iteration's R. That is the only order consistent
-    with the spec's "n = 8192 at iteration 1, 12288 at iteration 2, 16384 afterwards" (one R of
+    with the seed's "n = 8192 at iteration 1, 12288 at iteration 2, 16384 afterwards" (one R of
     4096 plus A of 4096 at iteration 1), so it is what we do.
 
     Differences from the seed, all deliberate: the bank is saved in `state_dict()` through
-    `get_extra_state` (the seed lost it on resume; pitfall 7); a call with no valid pixel returns
-    a zero with a grad_fn and leaves the bank untouched; in eval mode the bank is used but not
-    updated (validation must not shift the training bank). Under DDP each rank keeps its own
-    bank, as in the seed.
+    `get_extra_state` (the seed lost it on resume; §3.3 step 4); a call with no valid pixel
+    returns a zero with a grad_fn and leaves the bank untouched; in eval mode the bank is used
+    but not updated (validation must not shift the training bank). Under DDP each rank keeps its
+    own bank, as in the seed.
     """
 
     def __init__(self, num_classes: int, config: PixelContrastConfig | None = None) -> None:

@@ -1,5 +1,5 @@
 """The composite training loss: CE + semantic prior CE + an optional contrastive term
-(seed_spec §2.4). Torch only; the model outputs are duck-typed, not imported."""
+(docs/MODEL.md §3.4). Torch only; the model outputs are duck-typed, not imported."""
 
 from __future__ import annotations
 
@@ -45,12 +45,12 @@ class LossTerms(NamedTuple):
 
 @dataclass(frozen=True)
 class LossConfig:
-    """Loss recipe; defaults are the seed's vanilla variant (§2.4). For the seed's contrastive
+    """Loss recipe; defaults are the seed's vanilla variant (§3.4). For the seed's contrastive
     variant set contrastive='seed' (weight 0.3) and seed.class_weights=SEED_YCOR_CLASS_WEIGHTS."""
 
-    ce_reduction: CEReduction = 'mmseg'  # 'mmseg' = seed (§2.1, pitfall 6); 'valid'
-    sem_weight: float = 0.4  # cate_w, weight of the semantic-prior CE (§2.2)
-    contrastive: ContrastiveKind = 'none'  # 'seed' = §2.3 bank loss, 'reco' = §2.5
+    ce_reduction: CEReduction = 'mmseg'  # 'mmseg' = seed (§3.1); 'valid'
+    sem_weight: float = 0.4  # cate_w, weight of the semantic-prior CE (§3.2)
+    contrastive: ContrastiveKind = 'none'  # 'seed' = §3.3 bank loss, 'reco' = §3.5
     contrastive_weight: float = 0.3  # seed: 0.3; ReCo's own recipe uses 1.0
     seed: PixelContrastConfig = field(default_factory=PixelContrastConfig)
     reco: RecoConfig = field(default_factory=RecoConfig)
@@ -139,9 +139,9 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 
 
 class Criterion(nn.Module):
-    """total = CE(logits) + sem_weight*CE(sem_logits) + contrastive_weight*L (seed_spec §2.4).
+    """total = CE(logits) + sem_weight*CE(sem_logits) + contrastive_weight*L (docs/MODEL.md §3.4).
 
-    L is the seed's bank loss (§2.3) or ReCo (§2.5, with softmax(logits) detached as the
+    L is the seed's bank loss (§3.3) or ReCo (§3.5, with softmax(logits) detached as the
     probabilities). The bank loss is the submodule `seed_loss`, so `state_dict()` carries its bank
     for an exact resume; it exists only when contrastive='seed'.
     """

@@ -1,8 +1,8 @@
-"""The real ReCo loss (Liu et al., ICLR 2022), supervised mode (seed_spec §2.5). Torch only.
+"""The real ReCo loss (Liu et al., ICLR 2022), supervised mode (docs/MODEL.md §3.5). Torch only.
 
 Kept apart from the seed's bank loss (`contrastive.py`), which the seed's README mislabels as
-ReCo (pitfall 1). Sampling (`sample_reco`) is separate from the math (`reco_from_samples`) so the
-two can be tested on their own.
+ReCo (docs/MODEL.md §3.3). Sampling (`sample_reco`) is separate from the math
+(`reco_from_samples`) so the two can be tested on their own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from .ce import nearest_labels
 
 @dataclass(frozen=True)
 class RecoConfig:
-    """ReCo defaults from its semi-supervised scripts (seed_spec §2.5)."""
+    """ReCo defaults from its semi-supervised scripts (docs/MODEL.md §3.5)."""
 
     temperature: float = 0.5  # tau for both the logits and the negative-class distribution
     num_queries: int = 256  # hard anchors per class, drawn with replacement
@@ -37,7 +37,7 @@ class RecoConfig:
 class RecoSamples(NamedTuple):
     """Sampled indices for one ReCo evaluation; indices point into the flat (N, D) features."""
 
-    num_present: int  # classes present among valid pixels (the divisor, §2.5 step 4)
+    num_present: int  # classes present among valid pixels (the divisor, §3.5 step 4)
     prototypes: torch.Tensor  # P, D class means of the present classes (detached)
     query_classes: torch.Tensor  # C' positions into `prototypes` of classes with hard queries
     queries: torch.Tensor  # C', Q anchor pixel indices (hard pixels of that class)
@@ -46,7 +46,7 @@ class RecoSamples(NamedTuple):
 
 def sample_reco(feats: torch.Tensor, labels: torch.Tensor, label_probs: torch.Tensor,
                 config: RecoConfig) -> RecoSamples:
-    """Prototypes, hard queries and negative keys (seed_spec §2.5 steps 1-3), without grad.
+    """Prototypes, hard queries and negative keys (docs/MODEL.md §3.5 steps 1-3), without grad.
 
     Args:
         feats: (N, D) per-pixel representation (flattened over B, h, w).
@@ -83,7 +83,7 @@ def sample_reco(feats: torch.Tensor, labels: torch.Tensor, label_probs: torch.Te
         query_classes, queries, negatives = [], [], []
         for p in range(P):
             pool = valid_idx[(position == p) & hard]  # hard queries of class p
-            if pool.numel() == 0:  # still counted in the divisor (§2.5 step 4)
+            if pool.numel() == 0:  # still counted in the divisor (§3.5 step 4)
                 continue
             queries.append(pool[torch.randint(pool.numel(), (Q,), device=device)])  # Q
             others = torch.cat([torch.arange(p, device=device),
@@ -102,7 +102,7 @@ def sample_reco(feats: torch.Tensor, labels: torch.Tensor, label_probs: torch.Te
 
 def reco_from_samples(feats: torch.Tensor, samples: RecoSamples,
                       temperature: float) -> torch.Tensor:
-    """The ReCo value for given samples (seed_spec §2.5 steps 3-4).
+    """The ReCo value for given samples (docs/MODEL.md §3.5 steps 3-4).
 
     For each sampled class: logits = cos(anchor, [mu_c; negatives]) / tau, CE with target 0
     averaged over the queries; the sum over classes is divided by the number of present classes.
@@ -129,7 +129,7 @@ def reco_from_samples(feats: torch.Tensor, samples: RecoSamples,
 
 def reco_loss(embeddings: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor,
               config: RecoConfig | None = None) -> torch.Tensor:
-    """Supervised ReCo (seed_spec §2.5) on stride-4 model outputs.
+    """Supervised ReCo (docs/MODEL.md §3.5) on stride-4 model outputs.
 
     Args:
         embeddings: (B, D, h, w) representation.

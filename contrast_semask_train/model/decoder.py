@@ -1,8 +1,9 @@
 """Semantic-FPN branch (Kirillov et al., "Panoptic FPN", arXiv 1901.02446) as used by SeMask-FPN.
 
 There is no top-down FPN neck: each backbone map goes through its own scale head (3x3 conv-BN-ReLU
-and x2 upsampling until stride 4) and the results are summed (seed_spec 1.4). The parameter-free
-semantic-prior aggregation brings the per-stage SeMask maps to stride 4 the same way.
+and x2 upsampling until stride 4) and the results are summed (docs/MODEL.md §2.1). The
+parameter-free semantic-prior aggregation (§2.2) brings the per-stage SeMask maps to stride 4 the
+same way.
 Module indices inside `scale_heads` match the SeMask checkpoint keys.
 """
 

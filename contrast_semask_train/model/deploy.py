@@ -23,6 +23,10 @@ from torch import nn
 from .precision import parameter_dtype
 from .segmentor import ContrastSemask
 
+# The graph's input names, in forward's argument order; the output names are the fields of
+# DeployOutputs(WithLogits). The runtime defines them once in contrast_semask_ros.engine_spec
+# (INPUT_NAMES, OUTPUT_NAMES, LOGITS_NAME), which this torch-only package may not import: the
+# same literals here, and test/test_deploy.py asserts that both sides agree.
 INPUT_NAMES = ('image', 'prototypes', 'prototype_costs', 'prototype_valid', 'temperature')
 
 

@@ -1,5 +1,5 @@
 """Decode heads on top of the branch FPN: the vanilla SeMask-FPN head and the seed's contrastive
-head (github.com/GerardMaggiolino/SeMask-FPN-Contrast, seed_spec 1.4-1.5).
+head (github.com/GerardMaggiolino/SeMask-FPN-Contrast, docs/MODEL.md §2).
 
 Both return HeadOutputs at stride 4. `embeddings` are always L2-normalised over channels by
 `layers.l2_normalize`: the contrastive projection Z (D = 64) or, for the vanilla head, the

@@ -1,7 +1,7 @@
 """SeMask semantic layer: one per backbone stage (Jain et al., "SeMask: Semantically Masked
 Transformers", arXiv 2112.12782; github.com/Picsart-AI-Research/SeMask-Segmentation, MIT).
 
-Exact semantics that pretrained weights depend on (seed_spec 1.3):
+Exact semantics that pretrained weights depend on (docs/MODEL.md §1.5):
 - attention logits are Q_s K_s^T with NO 1/sqrt(d) scaling;
 - in windowed mode the zero padding tokens are NOT masked (their keys equal the k bias);
 - the residual adds the LayerNorm'ed input: out = gamma * F + LN(x);

@@ -3,7 +3,7 @@
 Ported from the description in Liu et al., "Swin Transformer" (arXiv 2103.14030,
 github.com/microsoft/Swin-Transformer, MIT) and the SeMask backbone
 (github.com/Picsart-AI-Research/SeMask-Segmentation, MIT). Semantics that differ from timm and
-matter for pretrained weights (seed_spec 1.2):
+matter for pretrained weights (docs/MODEL.md §1.2-1.4):
 - pad to a window multiple *then* roll; the shift mask is built on the padded grid;
 - every odd block shifts, even when the grid is smaller than the window (no window shrinking);
 - PatchMerging concatenates (even,even), (odd,even), (even,odd), (odd,odd).
@@ -222,7 +222,7 @@ class SwinBackbone(nn.Module):
 
     def init_weights(self) -> None:
         """SeMask's effective init: every Linear trunc_normal(0.02)/0 (this overrides the semantic
-        attention's own Kaiming/zero init, seed_spec 1.3), every LayerNorm 1/0, gamma 0."""
+        attention's own Kaiming/zero init, docs/MODEL.md §1.6), every LayerNorm 1/0, gamma 0."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
