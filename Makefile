@@ -59,8 +59,9 @@ demo: setup ## set up, train a micro model on synthetic data, export, replay a d
 		--data $(DEMO)/synth_ycor --work-dir $(DEMO)/train
 	$(BIN)/contrast-semask-export onnx $(DEMO)/train/best.pt --height 128 --width 240 \
 		--bank-size 256 --out $(DEMO)/model.onnx
-	$(BIN)/contrast-semask-replay make-bag $(DEMO)/drive --frames 80 --size 272x512 --seed 1000
+	$(BIN)/contrast-semask-data drive-bag $(DEMO)/drive --frames 80 --size 272x512 --seed 1000
 	$(BIN)/contrast-semask-replay $(DEMO)/drive --model $(DEMO)/model.onnx \
+		--params config/cost_map.yaml \
 		--image-topic /camera/image_raw --patch-cost-topic /traversal/patch_cost \
 		--ground-truth-topic /ground_truth/cost --hold-out-every 5 --out $(DEMO)/replay
 	@echo "demo done: report $(DEMO)/replay/report.json, plots and contact_sheet.png beside it"

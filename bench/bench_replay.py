@@ -1,7 +1,8 @@
 """Replay throughput (frames/s) per model and engine size on this machine.
 
 Random weights (throughput does not depend on them). Exports each model to ONNX, writes one
-synthetic drive bag, replays it with contrast-semask-replay and reads report.json.
+synthetic drive bag (contrast-semask-data drive-bag), replays it with contrast-semask-replay
+(the default parameters: bank_size 0 = the exported 256) and reads report.json.
     PYTHONPATH=. .venv/bin/python bench/bench_replay.py --frames 30 \\
         --configs micro:128x240 micro:272x512 small:272x512
 Prints a markdown row per configuration; copy them to bench/RESULTS.md with the hardware.
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 
 from contrast_semask_ros.replay import main as replay
+from contrast_semask_train.data.cli import main as data_cli
 from contrast_semask_train.export import export_onnx
 from contrast_semask_train.model import build_model, save_checkpoint
 
@@ -39,8 +41,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         bag = root / 'drive'
-        assert replay(['make-bag', str(bag), '--frames', str(args.frames), '--size',
-                       args.camera, '--seed', '1000', '--no-progress']) == 0
+        assert data_cli(['drive-bag', str(bag), '--frames', str(args.frames), '--size',
+                         args.camera, '--seed', '1000', '--no-progress']) == 0
         for config in args.configs:
             variant, size = config.split(':')
             height, width = (int(v) for v in size.split('x'))

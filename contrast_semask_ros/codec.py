@@ -334,8 +334,11 @@ def set_image_fields(msg: Any, height: int, width: int, encoding: str, data: Any
     msg.height, msg.width, msg.encoding = int(height), int(width), encoding
     msg.is_bigendian, msg.step = 0, step
     current = getattr(msg, 'data', None)
-    if isinstance(data, pyarray.array) and isinstance(current, (pyarray.array, type(None))):
-        msg.data = data  # rclpy: the setter keeps an array.array('B') as it is
+    if isinstance(data, pyarray.array) and isinstance(current, pyarray.array) and (
+            '_data' in getattr(type(msg), '__slots__', ())):
+        # rclpy's generated setter copies with array.array('B', value) unless the process runs
+        # with ROS_PYTHON_CHECK_FIELDS=1: store the buffer itself (what that setter stores too)
+        msg._data = data
     else:
         msg.data = _data_like(current, np.frombuffer(data, np.uint8))
     if header is not None:

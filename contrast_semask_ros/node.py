@@ -124,8 +124,8 @@ class _CostMap:
         self.stats.count('image_qos_incompatible', status.total_count_change)
         self.get_logger().warn(
             f"a publisher on {self.resolve_topic_name('image')} offers an incompatible QoS "
-            f"(policy id {status.last_policy_kind}): with image_reliability: best_effort any "
-            'camera matches', throttle_duration_sec=THROTTLE_S)
+            f'(policy id {status.last_policy_kind}): set image_reliability: best_effort (any '
+            'camera matches it)', throttle_duration_sec=THROTTLE_S)
 
     def _on_frame_error(self, msg: Any, err: Exception) -> None:
         self.stats.count('frame_errors')

@@ -1,5 +1,7 @@
 """Convert a published SeMask-FPN (mmseg) or ImageNet Swin checkpoint into a self-describing
-contrast_semask checkpoint, printing what was loaded, re-initialised and ignored.
+contrast_semask checkpoint, printing what was loaded, re-initialised and ignored. The key
+mapping is `model.published` (docs/MODEL.md §4); the optional class-row seeding table is YCOR's
+(`data.ycor.YCOR_ADE20K_SEEDS`), passed in explicitly. The output is written atomically.
 
 Example (the seed's starting point for YCOR, 8 classes, contrastive head):
     contrast-semask-convert semfpn_semask_small_ade20k.pth -o runs/init/ycor_small.pt \
@@ -14,19 +16,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from contrast_semask_train.data.ycor import CLASS_SEEDS, class_seeds
 from contrast_semask_train.model import (
     NORMALIZATIONS,
     VARIANTS,
     CheckpointError,
     load_semask_checkpoint,
     load_swin_imagenet_checkpoint,
+    read_checkpoint,
     save_checkpoint,
 )
-from contrast_semask_train.model.checkpoint import (
-    class_seeds,
-    file_sha256,
-    read_checkpoint,
-)
+from contrast_semask_train.model.checkpoint import file_sha256
 from contrast_semask_train.model.segmentor import build_configured_model
 
 _logger = logging.getLogger('contrast-semask-convert')
@@ -49,12 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="per-stage semantic attention: 'window' (default; what the seed "
                              "uses on YCOR), 'ade20k' (global in stages 2-3, reproduces ADE20K "
                              "SeMask-T/S), 'seed' (the seed's hidden rule) or four entries")
-    parser.add_argument('--seed-classes', choices=('none', 'ycor'), default='none',
+    parser.add_argument('--seed-classes', choices=CLASS_SEEDS, default='none',
                         help="seed new class rows from ADE20K rows ('ycor': the 8 YCOR classes "
                              "from tree/grass/path+road/rock/sky/dirt track+earth/water/plant)")
     parser.add_argument('--normalization', choices=sorted(NORMALIZATIONS), default='imagenet',
                         help="input mean/std stored with the model ('seed-ycor' reproduces the "
-                             "seed's per-image-mean std, seed_spec pitfall 3)")
+                             "seed's per-image-mean std, docs/MODEL.md §6)")
     parser.add_argument('--trust-pickle', action='store_true',
                         help='allow full unpickling (mmcv meta objects); trusted files only')
     return parser
@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     conversion = {'source': str(args.checkpoint), 'source_kind': args.source,
                   'source_sha256': file_sha256(args.checkpoint), **report._asdict()}
-    save_checkpoint(args.output, model, step=0, extra={'conversion': conversion})
+    save_checkpoint(args.output, model, step=0, extra={'conversion': conversion})  # atomic
     _logger.info('%s', report.summary())
     _logger.info('wrote %s', args.output)
     return 0

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: segmentation metrics and embedding quality for cost propagation.
 
-Segmentation follows the seed (seed_spec 3.4, 1.6): whole image at the test scale (1024x544 ->
+Segmentation follows the seed (docs/MODEL.md §6): whole image at the test scale (1024x544 ->
 964x512), logits resized to the network input, then to the label size, argmax; intersection
 and union accumulated over the whole split; mIoU = nanmean over classes. Sliding-window
 inference is optional.
@@ -34,15 +34,10 @@ import torch.nn.functional as F
 
 from contrast_semask_ros.preprocess import SEED_TEST_SCALE, resize_labels
 from contrast_semask_ros.propagation import propagate_cost
-from contrast_semask_train.data import IGNORE_INDEX, YCOR_PALETTE
+from contrast_semask_train.data import IGNORE_INDEX, YCOR_COST_TABLE, YCOR_PALETTE
 from contrast_semask_train.model import ContrastSemask
 
 _logger = logging.getLogger('contrast_semask_eval')
-
-# Traversal cost per YCOR class (0 = free, 1 = not traversable); sky is never driven on.
-YCOR_COST_TABLE: dict[str, float] = {
-    'high_vegetation': 1.0, 'traversable_grass': 0.3, 'smooth_trail': 0.0, 'obstacle': 1.0,
-    'sky': 1.0, 'rough_trail': 0.4, 'puddle': 0.7, 'non_traversable_low_vegetation': 0.8}
 
 
 class SegMetrics(NamedTuple):
@@ -68,7 +63,7 @@ def confusion_matrix(pred: torch.Tensor, labels: torch.Tensor, num_classes: int,
 
 
 def metrics_from_confusion(conf: torch.Tensor, class_names: Sequence[str] = ()) -> SegMetrics:
-    """mmseg's metrics from a split-wide confusion matrix (seed_spec 3.4)."""
+    """mmseg's metrics from a split-wide confusion matrix (docs/MODEL.md §6)."""
     conf = conf.double()
     tp = conf.diag()
     gt = conf.sum(1)
@@ -83,7 +78,7 @@ def metrics_from_confusion(conf: torch.Tensor, class_names: Sequence[str] = ()) 
 @torch.no_grad()
 def predict_logits(model: ContrastSemask, image: torch.Tensor, out_size: tuple[int, int],
                    mode: str = 'whole', crop: int = 512, stride: int = 341) -> torch.Tensor:
-    """image (1, 3, h, w) normalised -> logits (1, K, *out_size), seed_spec 1.6.
+    """image (1, 3, h, w) normalised -> logits (1, K, *out_size), docs/MODEL.md §2.
 
     'whole': stride-4 logits -> input size -> output size (bilinear). 'slide': crops of
     `crop` every `stride` pixels, each resized to its crop size, averaged where they overlap.

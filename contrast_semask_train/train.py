@@ -7,7 +7,11 @@ Several GPUs (DDP, one process per GPU; SyncBN, sharded data, rank 0 writes):
     torchrun --standalone --nproc_per_node=4 -m contrast_semask_train.train --config ... --data ...
 Continue an interrupted run exactly where it stopped (model, optimizer, scaler, schedule, RNG,
 contrastive bank and data order): run the same command with --resume.
-Any config key can be overridden as --key=value (--loss.contrastive=reco, --lr=2e-4).
+Any config key can be overridden as --group.key=value (--loss.contrastive=reco,
+--optim.lr=2e-4), or --key=value when one group alone has the key (--lr=2e-4).
+
+`train()` reads top to bottom: set-up, `Checkpointer.resume`, then the loop of `train_step`,
+`mean_losses` (logged by `RunLog`), `evaluate_model` and `Checkpointer.save`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,10 +32,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from contrast_semask_ros.atomic import atomic_write_text
 from contrast_semask_train.config import (
     ConfigError,
+    DataSection,
+    ModelSection,
+    ScheduleSection,
     TrainConfig,
     build_config,
+    flatten_dict,
     parse_override_args,
 )
 from contrast_semask_train.data import (
@@ -39,26 +48,24 @@ from contrast_semask_train.data import (
     EvalTransform,
     SegmentationDataset,
     TrainTransform,
+    class_seeds,
 )
 from contrast_semask_train.evaluate import (
     evaluate_segmentation,
     metrics_from_confusion,
     visualise_predictions,
 )
-from contrast_semask_train.losses import Criterion, LossConfig
+from contrast_semask_train.losses import Criterion
 from contrast_semask_train.model import (
     CheckpointError,
     ContrastSemask,
     ModelOutputs,
     count_parameters,
     load_semask_checkpoint,
+    read_checkpoint,
     save_checkpoint,
 )
-from contrast_semask_train.model.checkpoint import (
-    CHECKPOINT_FORMAT,
-    class_seeds,
-    read_checkpoint,
-)
+from contrast_semask_train.model.checkpoint import CHECKPOINT_FORMAT
 from contrast_semask_train.model.segmentor import build_configured_model
 
 _logger = logging.getLogger('contrast_semask_train')
@@ -68,11 +75,12 @@ _logger = logging.getLogger('contrast_semask_train')
 # pure pieces: schedule, parameter groups, batch order
 
 
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """mmcv poly schedule with linear warm-up (seed_spec 3.3), a pure function of the step."""
-    lr = (cfg.lr - cfg.min_lr) * (1.0 - step / cfg.max_iters) ** cfg.lr_power + cfg.min_lr
-    if step < cfg.warmup_iters:
-        lr *= 1.0 - (1.0 - step / cfg.warmup_iters) * (1.0 - cfg.warmup_ratio)
+def lr_at(step: int, base_lr: float, schedule: ScheduleSection) -> float:
+    """mmcv poly schedule with linear warm-up (docs/MODEL.md §6), a pure function of the step."""
+    s = schedule
+    lr = (base_lr - s.min_lr) * (1.0 - step / s.max_iters) ** s.lr_power + s.min_lr
+    if step < s.warmup_iters:
+        lr *= 1.0 - (1.0 - step / s.warmup_iters) * (1.0 - s.warmup_ratio)
     return lr
 
 
@@ -83,7 +91,7 @@ def param_groups(model: nn.Module, weight_decay: float,
                  no_decay_keywords: Sequence[str] = NO_DECAY_KEYWORDS) -> list[dict[str, Any]]:
     """The seed's mmcv custom_keys: no weight decay for any parameter whose dotted name contains
     a keyword (every backbone LayerNorm and the relative-position tables); everything else,
-    biases, gamma and the head's BatchNorm (named `bn`) included, decays (seed_spec 3.3)."""
+    biases, gamma and the head's BatchNorm (named `bn`) included, decays (docs/MODEL.md §6)."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
@@ -131,7 +139,7 @@ def batch_stream(dataset: SegmentationDataset, batches: EpochBatches, start: int
 
 
 # ----------------------------------------------------------------------------------------------
-# set-up: devices, DDP, model
+# set-up: devices, DDP, model, data
 
 
 class Runtime(NamedTuple):
@@ -169,14 +177,14 @@ def setup_runtime(device: str) -> Runtime:
         dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
     return Runtime(dev, rank, local_rank, world, ddp)
 
-
-def build_training_model(cfg: TrainConfig) -> tuple[ContrastSemask, str]:
+def build_training_model(cfg: ModelSection) -> tuple[ContrastSemask, str]:
     """The model of `cfg`, initialised from cfg.load_from (mmseg SeMask or our checkpoint)."""
     names = YCOR_CLASSES if cfg.num_classes == len(YCOR_CLASSES) else ()
     try:
         model = build_configured_model(
             cfg.variant, cfg.num_classes, cfg.head,  # type: ignore[arg-type]
-            cfg.semantic_attention, cfg.normalization, names, **cfg.model_overrides)
+            cfg.semantic_attention, cfg.normalization, names, **cfg.overrides)
+        seeds = class_seeds(cfg.seed_classes, cfg.num_classes)  # YCOR's table, or None
     except ValueError as err:
         raise ConfigError(str(err)) from err
     if not cfg.load_from:
@@ -190,18 +198,80 @@ def build_training_model(cfg: TrainConfig) -> tuple[ContrastSemask, str]:
                 f'{cfg.load_from} was trained with another architecture '
                 f'({raw.get("model_config")}); this run builds {model.config}.\n{err}') from err
         return model, f'weights of {cfg.load_from} (step {raw.get("step")})'
-    report = load_semask_checkpoint(model, raw,
-                                    class_seeds=class_seeds(cfg.seed_classes, cfg.num_classes))
+    report = load_semask_checkpoint(model, raw, class_seeds=seeds)
     return model, f'SeMask checkpoint {cfg.load_from}: {report.summary()}'
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
-    if cfg.dtype == 'float32':
+class TrainData(NamedTuple):
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset
+    batches: EpochBatches  # this rank's deterministic batch order
+
+
+def check_data_root(cfg: DataSection) -> Path:
+    root = Path(cfg.root)
+    if not cfg.root or not root.is_dir():
+        raise ConfigError(f'data directory {cfg.root!r} not found: pass --data DIR, a directory '
+                          'written by `contrast-semask-data convert-ycor` (or `synth`, then '
+                          'convert-ycor)')
+    return root
+
+
+def build_data(cfg: DataSection, seed: int, rt: Runtime, mean: Sequence[float],
+               std: Sequence[float]) -> TrainData:
+    """Both splits of cfg.root with the model's normalisation, and this rank's batch order."""
+    root = check_data_root(cfg)
+    train_set = SegmentationDataset(
+        root, cfg.train_split, TrainTransform(
+            scale=cfg.scale, ratios=cfg.ratios, crop=cfg.crop_size,
+            photometric=cfg.photometric, mean=mean, std=std), seed=seed)
+    val_set = SegmentationDataset(
+        root, cfg.val_split, EvalTransform(scale=cfg.eval_scale, mean=mean, std=std),
+        max_items=cfg.max_val_images or None)
+    batches = EpochBatches(len(train_set), cfg.batch_size, rt.world_size, rt.rank, seed)
+    if batches.per_epoch == 0:
+        raise ConfigError(f'{len(train_set)} training images cannot fill one batch of '
+                          f'{cfg.batch_size} on each of {rt.world_size} processes')
+    return TrainData(train_set, val_set, batches)
+
+
+def wrap_for_ddp(model: ContrastSemask, cfg: TrainConfig, rt: Runtime
+                 ) -> tuple[nn.Module, ContrastSemask]:
+    """(the module to train, the plain model inside it): DDP (with SyncBN on GPUs) or as is."""
+    if not rt.ddp:
+        return model, model
+    if cfg.sync_bn and rt.device.type == 'cuda':  # SyncBatchNorm runs on GPUs only
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # A contrastive head trained without the contrastive loss leaves its projection unused.
+    unused = cfg.model.head == 'contrastive' and cfg.loss.contrastive == 'none'
+    ddp = nn.parallel.DistributedDataParallel(
+        model, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None,
+        find_unused_parameters=unused)
+    return ddp, model
+
+
+def autocast_context(dtype: str, device: torch.device) -> AbstractContextManager:
+    """Mixed precision for the forward pass (`dtype` of TrainConfig); losses stay in fp32."""
+    if dtype == 'float32':
         return nullcontext()
-    dtype = torch.bfloat16 if cfg.dtype == 'bfloat16' else torch.float16
-    if device.type == 'cpu' and dtype == torch.float16:
+    torch_dtype = torch.bfloat16 if dtype == 'bfloat16' else torch.float16
+    if device.type == 'cpu' and torch_dtype == torch.float16:
         raise ConfigError('dtype float16 needs CUDA; use bfloat16 or float32 on CPU')
-    return torch.autocast(device.type, dtype=dtype)
+    return torch.autocast(device.type, dtype=torch_dtype)
+
+
+class Parts(NamedTuple):
+    """What one optimizer step changes."""
+
+    model: nn.Module  # the module to call: DDP-wrapped under DDP, else `raw`
+    raw: ContrastSemask  # the plain model (saved, evaluated, returned)
+    criterion: Criterion  # holds the contrastive bank of this rank
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints: last.pt / best.pt, resume
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -235,21 +305,241 @@ def _gather(obj: Any, rt: Runtime) -> list[Any]:
     return out
 
 
+class Resumed(NamedTuple):
+    step: int  # the iteration the checkpoint was written after
+    rng: dict[str, torch.Tensor]  # this rank's RNG states then (restore after seeding)
+    note: str  # what was resumed, and which config keys changed since
+
+
+class Checkpointer:
+    """Owns `last.pt` and `best.pt` in the work dir.
+
+    - `save`: every rank's RNG states and contrastive bank are gathered (all ranks must call
+      it), rank 0 writes model, optimizer, scaler, banks, RNG states and the best mIoU
+      atomically (`save_checkpoint`), with the resolved config and the latest metrics.
+    - `record`: tracks the best mIoU over evaluations (and across a resume).
+    - `resume`: restores model, optimizer, scaler, this rank's bank and the best mIoU from
+      `last.pt`; the caller restores the returned RNG states once the run is seeded.
+    """
+
+    def __init__(self, work_dir: Path, cfg: TrainConfig, rt: Runtime) -> None:
+        self.last, self.best = work_dir / 'last.pt', work_dir / 'best.pt'
+        self.cfg, self.rt = cfg, rt
+        self.best_miou = -1.0
+
+    def record(self, miou: float) -> bool:
+        """Note an evaluation's mIoU; True when it beats every earlier one (save best.pt)."""
+        improved = miou > self.best_miou
+        self.best_miou = max(self.best_miou, miou)
+        return improved
+
+    def save(self, path: Path, step: int, parts: Parts, metrics: dict[str, float]) -> None:
+        rng = _gather(_rng_state(self.rt.device), self.rt)  # every rank takes part
+        banks = _gather(_to_cpu(parts.criterion.state_dict()), self.rt)  # the bank per rank
+        if self.rt.is_main:
+            save_checkpoint(path, parts.raw, step=step, train_config=self.cfg.to_dict(),
+                            metrics=metrics, extra={
+                                'optimizer': parts.optimizer.state_dict(),
+                                'scaler': parts.scaler.state_dict(), 'criterion': banks,
+                                'rng': rng, 'best_miou': self.best_miou})
+
+    def resume(self, model: ContrastSemask, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, criterion: Criterion) -> Resumed:
+        """Load `last.pt` into the (not yet DDP-wrapped) parts of this rank."""
+        if not self.last.is_file():
+            raise ConfigError(f'--resume: no checkpoint at {self.last}')
+        ckpt = read_checkpoint(self.last)
+        if ckpt['model_config'] != model.config.to_dict():
+            raise CheckpointError(f'--resume: {self.last} holds another architecture; resume '
+                                  'with the config it was trained with')
+        model.load_state_dict(ckpt['model'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        scaler.load_state_dict(ckpt['scaler'])
+        criterion.load_state_dict(ckpt['criterion'][self.rt.rank % len(ckpt['criterion'])])
+        self.best_miou = ckpt['best_miou']
+        saved = dict(flatten_dict(ckpt['train_config']))
+        changed = sorted(k for k, v in self.cfg.flat_dict().items()
+                         if saved.get(k) != v and k != 'schedule.stop_at')
+        note = f'resumed from {self.last} at iteration {ckpt["step"]}' + (
+            f' (changed keys: {changed})' if changed else '')
+        return Resumed(ckpt['step'], ckpt['rng'][self.rt.rank % len(ckpt['rng'])], note)
+
+
+# ----------------------------------------------------------------------------------------------
+# one step, evaluation, logging
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    for group in optimizer.param_groups:
+        group['lr'] = lr
+    return lr
+
+
+def train_step(parts: Parts, stream: Iterator[tuple[torch.Tensor, torch.Tensor]],
+               cfg: TrainConfig, rt: Runtime, autocast: AbstractContextManager
+               ) -> torch.Tensor:
+    """One optimizer step over cfg.optim.grad_accum micro-batches (gradients synchronised on
+    the last one only), with gradient scaling and optional clipping. Returns this rank's mean
+    loss terms (4,): total, ce, sem_ce, contrastive, on the device (no CPU-GPU sync)."""
+    accum = cfg.optim.grad_accum
+    sums = torch.zeros(4, device=rt.device)
+    for micro in range(accum):
+        images, labels = next(stream)
+        images = images.to(rt.device, non_blocking=True)  # B, 3, H, W
+        labels = labels.to(rt.device, non_blocking=True)  # B, H, W
+        last_micro = micro == accum - 1
+        with nullcontext() if (last_micro or not rt.ddp) else parts.model.no_sync():
+            with autocast:
+                outputs = parts.model(images)
+            # losses in fp32: the contrastive similarities at tau=0.07 need it
+            outputs = ModelOutputs(*(t.float() for t in outputs))
+            terms = parts.criterion(outputs, labels)
+            parts.scaler.scale(terms.total / accum).backward()
+        sums += torch.stack([t.detach() for t in terms]) / accum
+    if cfg.optim.grad_clip > 0:
+        parts.scaler.unscale_(parts.optimizer)
+        torch.nn.utils.clip_grad_norm_(parts.model.parameters(), cfg.optim.grad_clip)
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.optimizer.zero_grad(set_to_none=True)
+    return sums
+
+
+def mean_losses(sums: torch.Tensor, rt: Runtime, step: int) -> list[float]:
+    """The loss terms averaged over ranks, on the CPU (a sync point: only every log_interval).
+    Raises FloatingPointError on a non-finite value."""
+    if rt.ddp:
+        dist.all_reduce(sums)
+        sums /= rt.world_size
+    values = sums.tolist()
+    if not all(math.isfinite(v) for v in values):
+        raise FloatingPointError(f'non-finite loss at iteration {step}: {values}; '
+                                 'lower the lr or use float32')
+    return values
+
+
+def sync_buffers(model: nn.Module, rt: Runtime) -> None:
+    """Make every rank hold rank 0's buffers. DDP broadcasts them at each forward; without
+    SyncBN (CPU) the BatchNorm statistics drift per rank until the next one."""
+    if rt.ddp:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def evaluate_model(model: ContrastSemask, val_set: SegmentationDataset, cfg: TrainConfig,
+                   rt: Runtime, step: int, writer: Any) -> dict[str, float]:
+    """Split-wide segmentation metrics (each rank evaluates its shard, the confusion matrices
+    are summed); rank 0 also adds prediction images to TensorBoard (`writer`, or None)."""
+    sync_buffers(model, rt)
+    model.eval()
+    shard = range(rt.rank, len(val_set), rt.world_size)
+    conf = evaluate_segmentation(model, val_set, rt.device, cfg.model.num_classes, shard)
+    if rt.ddp:
+        conf = conf.to(rt.device)
+        dist.all_reduce(conf)
+    seg = metrics_from_confusion(conf.cpu(), val_set.class_names)
+    if rt.is_main and writer is not None and cfg.log.num_vis_images:
+        shown = range(min(cfg.log.num_vis_images, len(val_set)))
+        for i, image in enumerate(visualise_predictions(model, val_set, rt.device, shown)):
+            writer.add_image(f'val/prediction_{i}', image, step, dataformats='HWC')
+    model.train()
+    return seg.as_flat_dict()
+
+
 class MetricsLog:
     """metrics.jsonl in the work dir (rank 0): one JSON object per logged step or evaluation."""
 
     def __init__(self, path: Path, resume_step: int | None) -> None:
         self.path = path
         if resume_step is None:
-            path.write_text('')
+            atomic_write_text(path, '')
         elif path.exists():  # drop what an interrupted run logged after its last checkpoint
             kept = [line for line in path.read_text().splitlines()
                     if line and json.loads(line)['step'] <= resume_step]
-            path.write_text(''.join(line + '\n' for line in kept))
+            atomic_write_text(path, ''.join(line + '\n' for line in kept))
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open('a') as f:
             f.write(json.dumps(record) + '\n')
+
+
+class RunLog:
+    """Rank 0's outputs: config.json, metrics.jsonl, TensorBoard (tb/), log lines and the
+    progress bar; other ranks only keep a disabled bar. A context manager: inside it logging
+    goes through tqdm; leaving it closes the bar and TensorBoard."""
+
+    def __init__(self, cfg: TrainConfig, rt: Runtime, step: int, resumed: bool) -> None:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self.cfg, self.rt = cfg, rt
+        self.metrics: MetricsLog | None = None
+        self.writer = None
+        work_dir = Path(cfg.work_dir)
+        if rt.is_main:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(work_dir / 'config.json', json.dumps(cfg.to_dict(), indent=2))
+            self.metrics = MetricsLog(work_dir / 'metrics.jsonl', step if resumed else None)
+            if cfg.log.tensorboard:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(work_dir / 'tb'),
+                                            purge_step=step if resumed else None)
+        self.bar = tqdm(total=cfg.schedule.max_iters, initial=step, dynamic_ncols=True,
+                        disable=not (rt.is_main and cfg.log.progress), desc='train', unit='it')
+        self._redirect = logging_redirect_tqdm()
+        self.t_log, self.n_log = time.perf_counter(), 0
+
+    def __enter__(self) -> RunLog:
+        self._redirect.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._redirect.__exit__(*exc)
+        self.bar.close()
+        if self.writer is not None:
+            self.writer.close()
+
+    def describe(self, model: ContrastSemask, data: TrainData, init_note: str) -> None:
+        if self.rt.is_main:
+            cfg, rt = self.cfg, self.rt
+            _logger.info('model %s (%s, K=%d): %.2f M parameters; %s', cfg.model.variant,
+                         cfg.model.head, cfg.model.num_classes, count_parameters(model) / 1e6,
+                         init_note)
+            _logger.info('data: %d train / %d val images; %d processes x batch %d x accum %d; '
+                         '%d batches per epoch', len(data.train_set), len(data.val_set),
+                         rt.world_size, cfg.data.batch_size, cfg.optim.grad_accum,
+                         data.batches.per_epoch)
+
+    def tick(self) -> None:
+        """One optimizer step done."""
+        self.n_log += 1
+        self.bar.update(1)
+
+    def losses(self, step: int, lr: float, values: list[float]) -> None:
+        """Log the loss terms of `mean_losses`, the lr and the images/s since the last call."""
+        images = self.n_log * self.cfg.data.batch_size * self.cfg.optim.grad_accum
+        rate = images * self.rt.world_size / (time.perf_counter() - self.t_log)
+        record = {'step': step, 'lr': lr, 'images_per_s': rate,
+                  **dict(zip(('loss', 'ce', 'sem_ce', 'contrastive'), values, strict=True))}
+        self.t_log, self.n_log = time.perf_counter(), 0
+        self.bar.set_postfix(loss=f'{values[0]:.4f}', lr=f'{lr:.2e}')
+        self._write(step, record, 'train')
+
+    def evaluation(self, step: int, metrics: dict[str, float], best_miou: float) -> None:
+        if self.rt.is_main:
+            _logger.info('iteration %d: mIoU %.4f (best %.4f), aAcc %.4f', step,
+                         metrics['mIoU'], best_miou, metrics['aAcc'])
+        self._write(step, {'step': step, 'eval': metrics}, 'val', metrics)
+
+    def _write(self, step: int, record: dict[str, Any], tag: str,
+               scalars: dict[str, float] | None = None) -> None:
+        if self.metrics is not None:
+            self.metrics.write(record)
+        if self.writer is not None:
+            for key, value in (scalars if scalars is not None else record).items():
+                if key != 'step':
+                    self.writer.add_scalar(f'{tag}/{key}', value, step)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,218 +556,67 @@ class TrainResult(NamedTuple):
 def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     """Run (or resume) training. Rank 0 writes work_dir; every rank returns its model."""
     rt = setup_runtime(cfg.device)
-    work_dir = Path(cfg.work_dir)
-    loss_cfg = LossConfig.from_dict(cfg.loss)
-    data_root = Path(cfg.data)
-    if not cfg.data or not data_root.is_dir():
-        raise ConfigError(f'data directory {cfg.data!r} not found: pass --data DIR, a directory '
-                          'written by `contrast-semask-data convert-ycor` (or `synth`, then '
-                          'convert-ycor)')
-
-    # --- model, optimizer, criterion (same init on every rank; DDP broadcasts rank 0's) ---
+    check_data_root(cfg.data)
+    # --- model, data, optimizer, criterion (same init on every rank; DDP broadcasts rank 0's)
     torch.manual_seed(cfg.seed)
-    model, init_note = build_training_model(cfg)
-    mean, std = model.config.mean, model.config.std
-    train_set = SegmentationDataset(
-        data_root, cfg.train_split, TrainTransform(
-            scale=cfg.scale, ratios=cfg.ratios, crop=cfg.crop_size,
-            photometric=cfg.photometric, mean=mean, std=std), seed=cfg.seed)
-    val_set = SegmentationDataset(
-        data_root, cfg.val_split, EvalTransform(scale=cfg.eval_scale, mean=mean, std=std),
-        max_items=cfg.max_val_images or None)
-    batches = EpochBatches(len(train_set), cfg.batch_size, rt.world_size, rt.rank, cfg.seed)
-    if batches.per_epoch == 0:
-        raise ConfigError(f'{len(train_set)} training images cannot fill one batch of '
-                          f'{cfg.batch_size} on each of {rt.world_size} processes')
+    model, init_note = build_training_model(cfg.model)
+    data = build_data(cfg.data, cfg.seed, rt, model.config.mean, model.config.std)
     model.to(rt.device)
-    criterion = Criterion(cfg.num_classes, loss_cfg).to(rt.device)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                                  betas=cfg.betas)
+    criterion = Criterion(cfg.model.num_classes, cfg.loss).to(rt.device)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay),
+                                  lr=cfg.optim.lr, betas=cfg.optim.betas)
     scaler = torch.amp.GradScaler(rt.device.type, enabled=cfg.dtype == 'float16')
+    autocast = autocast_context(cfg.dtype, rt.device)
 
-    step, best_miou = 0, -1.0
-    last_path = work_dir / 'last.pt'
-    if resume:
-        if not last_path.is_file():
-            raise ConfigError(f'--resume: no checkpoint at {last_path}')
-        ckpt = read_checkpoint(last_path)
-        if ckpt['model_config'] != model.config.to_dict():
-            raise CheckpointError(f'--resume: {last_path} holds another architecture; resume '
-                                  'with the config it was trained with')
-        model.load_state_dict(ckpt['model'])
-        optimizer.load_state_dict(ckpt['optimizer'])
-        scaler.load_state_dict(ckpt['scaler'])
-        criterion.load_state_dict(ckpt['criterion'][rt.rank % len(ckpt['criterion'])])
-        step, best_miou = ckpt['step'], ckpt['best_miou']
-        changed = {k: v for k, v in cfg.to_dict().items()
-                   if ckpt['train_config'].get(k) != v and k != 'stop_at'}
-        init_note = f'resumed from {last_path} at iteration {step}' + (
-            f' (changed keys: {sorted(changed)})' if changed else '')
-
-    raw_model = model
-    if rt.ddp:
-        if cfg.sync_bn and rt.device.type == 'cuda':  # SyncBatchNorm runs on GPUs only
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            raw_model = model
-        # A contrastive head trained without the contrastive loss leaves its projection unused.
-        unused = cfg.head == 'contrastive' and loss_cfg.contrastive == 'none'
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == 'cuda' else None,
-            find_unused_parameters=unused)
+    # --- resume (before DDP wraps the model), then per-rank randomness
+    checkpointer = Checkpointer(Path(cfg.work_dir), cfg, rt)
+    resumed = checkpointer.resume(model, optimizer, scaler, criterion) if resume else None
+    parts = Parts(*wrap_for_ddp(model, cfg, rt), criterion, optimizer, scaler)
     torch.manual_seed(cfg.seed + rt.rank)  # dropout, drop-path and loss sampling differ by rank
-    if resume:
-        _set_rng_state(ckpt['rng'][rt.rank % len(ckpt['rng'])], rt.device)
-        del ckpt
+    step = 0
+    if resumed is not None:
+        _set_rng_state(resumed.rng, rt.device)
+        step, init_note = resumed.step, resumed.note
 
-    writer = None
-    log: MetricsLog | None = None
-    if rt.is_main:
-        work_dir.mkdir(parents=True, exist_ok=True)
-        (work_dir / 'config.json').write_text(json.dumps(cfg.to_dict(), indent=2))
-        log = MetricsLog(work_dir / 'metrics.jsonl', step if resume else None)
-        if cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = SummaryWriter(str(work_dir / 'tb'), purge_step=step if resume else None)
-        _logger.info('model %s (%s, K=%d): %.2f M parameters; %s', cfg.variant, cfg.head,
-                     cfg.num_classes, count_parameters(raw_model) / 1e6, init_note)
-        _logger.info('data: %d train / %d val images; %d processes x batch %d x accum %d; '
-                     '%d batches per epoch', len(train_set), len(val_set), rt.world_size,
-                     cfg.batch_size, cfg.grad_accum, batches.per_epoch)
-
-    def save(path: Path, metrics: dict[str, float]) -> None:
-        rng = _gather(_rng_state(rt.device), rt)  # every rank takes part in the gather
-        banks = _gather(_to_cpu(criterion.state_dict()), rt)  # the contrastive bank per rank
-        if rt.is_main:
-            save_checkpoint(path, raw_model, step=step, train_config=cfg.to_dict(),
-                            metrics=metrics, extra={
-                                'optimizer': optimizer.state_dict(),
-                                'scaler': scaler.state_dict(), 'criterion': banks, 'rng': rng,
-                                'best_miou': best_miou})
-
-    def sync_buffers() -> None:
-        # DDP broadcasts rank 0's buffers at each forward; without SyncBN (CPU) the BatchNorm
-        # statistics then drift per rank until the next one. Make every rank hold rank 0's.
-        if rt.ddp:
-            for buffer in raw_model.buffers():
-                dist.broadcast(buffer, src=0)
-
-    def evaluate() -> dict[str, float]:
-        sync_buffers()
-        raw_model.eval()
-        shard = range(rt.rank, len(val_set), rt.world_size)
-        conf = evaluate_segmentation(raw_model, val_set, rt.device, cfg.num_classes, shard)
-        if rt.ddp:
-            conf = conf.to(rt.device)
-            dist.all_reduce(conf)
-        seg = metrics_from_confusion(conf.cpu(), val_set.class_names)
-        if rt.is_main and writer is not None and cfg.num_vis_images:
-            for i, image in enumerate(visualise_predictions(
-                    raw_model, val_set, rt.device, range(min(cfg.num_vis_images, len(val_set))))):
-                writer.add_image(f'val/prediction_{i}', image, step, dataformats='HWC')
-        raw_model.train()
-        return seg.as_flat_dict()
-
-    # --- the loop ---
-    stream = batch_stream(train_set, batches, step * cfg.grad_accum, cfg.num_workers,
-                          rt.device.type == 'cuda')
-    autocast = _autocast(cfg, rt.device)
-    end = cfg.stop_at or cfg.max_iters
+    # --- the loop
+    stream = batch_stream(data.train_set, data.batches, step * cfg.optim.grad_accum,
+                          cfg.data.num_workers, rt.device.type == 'cuda')
+    end = cfg.schedule.stop_at or cfg.schedule.max_iters
     metrics: dict[str, float] = {}
-    model.train()
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    bar = tqdm(total=cfg.max_iters, initial=step, disable=not (rt.is_main and cfg.progress),
-               dynamic_ncols=True, desc='train', unit='it')
-    t_log, n_log = time.perf_counter(), 0
-    with logging_redirect_tqdm():
+    parts.model.train()
+    with RunLog(cfg, rt, step, resumed is not None) as log:
+        log.describe(parts.raw, data, init_note)
         while step < end:
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group['lr'] = lr
-            sums = torch.zeros(4, device=rt.device)  # total, ce, sem_ce, contrastive
-            for micro in range(cfg.grad_accum):
-                images, labels = next(stream)
-                images = images.to(rt.device, non_blocking=True)
-                labels = labels.to(rt.device, non_blocking=True)
-                last_micro = micro == cfg.grad_accum - 1
-                sync = nullcontext() if (last_micro or not rt.ddp) else model.no_sync()
-                with sync:
-                    with autocast:
-                        outputs = model(images)
-                    # losses in fp32: the contrastive similarities at tau=0.07 need it
-                    outputs = ModelOutputs(*(t.float() for t in outputs))
-                    terms = criterion(outputs, labels)
-                    scaler.scale(terms.total / cfg.grad_accum).backward()
-                sums += torch.stack([t.detach() for t in terms]) / cfg.grad_accum
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+            lr = set_lr(optimizer, lr_at(step, cfg.optim.lr, cfg.schedule))
+            sums = train_step(parts, stream, cfg, rt, autocast)
             step += 1
-            n_log += 1
-            bar.update(1)
-
-            if step % cfg.log_interval == 0 or step == end:
-                if rt.ddp:
-                    dist.all_reduce(sums)
-                    sums /= rt.world_size
-                values = sums.tolist()  # a CPU-GPU sync point: only every log_interval
-                if not all(math.isfinite(v) for v in values):
-                    raise FloatingPointError(f'non-finite loss at iteration {step}: {values}; '
-                                             'lower the lr or use float32')
-                rate = n_log * cfg.batch_size * cfg.grad_accum * rt.world_size / (
-                    time.perf_counter() - t_log)
-                record = {'step': step, 'lr': lr, 'images_per_s': rate,
-                          **dict(zip(('loss', 'ce', 'sem_ce', 'contrastive'), values,
-                                     strict=True))}
-                t_log, n_log = time.perf_counter(), 0
-                bar.set_postfix(loss=f'{values[0]:.4f}', lr=f'{lr:.2e}')
-                if log is not None:
-                    log.write(record)
-                if writer is not None:
-                    for key, value in record.items():
-                        if key != 'step':
-                            writer.add_scalar(f'train/{key}', value, step)
-
-            evaluated = False
-            if step % cfg.eval_interval == 0 or step == cfg.max_iters:
-                metrics = evaluate()
-                evaluated = True
-                improved = metrics['mIoU'] > best_miou
-                best_miou = max(best_miou, metrics['mIoU'])
-                if rt.is_main:
-                    _logger.info('iteration %d: mIoU %.4f (best %.4f), aAcc %.4f', step,
-                                 metrics['mIoU'], best_miou, metrics['aAcc'])
-                    if log is not None:
-                        log.write({'step': step, 'eval': metrics})
-                    if writer is not None:
-                        for key, value in metrics.items():
-                            writer.add_scalar(f'val/{key}', value, step)
+            log.tick()
+            if step % cfg.log.log_interval == 0 or step == end:
+                log.losses(step, lr, mean_losses(sums, rt, step))
+            evaluated = step % cfg.log.eval_interval == 0 or step == cfg.schedule.max_iters
+            if evaluated:
+                metrics = evaluate_model(parts.raw, data.val_set, cfg, rt, step, log.writer)
+                improved = checkpointer.record(metrics['mIoU'])
+                log.evaluation(step, metrics, checkpointer.best_miou)
                 if improved:
-                    save(work_dir / 'best.pt', metrics)
-            if evaluated or step % cfg.checkpoint_interval == 0 or step == end:
-                save(last_path, metrics)
-    bar.close()
-    sync_buffers()
-    if writer is not None:
-        writer.close()
+                    checkpointer.save(checkpointer.best, step, parts, metrics)
+            if evaluated or step % cfg.log.checkpoint_interval == 0 or step == end:
+                checkpointer.save(checkpointer.last, step, parts, metrics)
+    sync_buffers(parts.raw, rt)
     if rt.is_main:
-        _logger.info('stopped at iteration %d of %d; checkpoints in %s', step, cfg.max_iters,
-                     work_dir)
+        _logger.info('stopped at iteration %d of %d; checkpoints in %s', step,
+                     cfg.schedule.max_iters, cfg.work_dir)
     if rt.ddp:
         dist.destroy_process_group()
-    return TrainResult(step, best_miou, metrics, raw_model.eval())
+    return TrainResult(step, checkpointer.best_miou, metrics, parts.raw.eval())
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='contrast-semask-train', description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog='Any TrainConfig key as --key=value (see contrast_semask_train/config.py).')
+        epilog='Any config key as --group.key=value, or --key=value when only one group has it '
+               '(see contrast_semask_train/config.py).')
     parser.add_argument('--config', type=Path, help='YAML preset, e.g. config/train/*.yaml')
     parser.add_argument('--data', help='converted data directory (contrast-semask-data)')
     parser.add_argument('--work-dir', help='where checkpoints, logs and TensorBoard go')
@@ -494,9 +633,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     try:
         overrides = parse_override_args(rest)
-        for key in ('data', 'work_dir', 'load_from'):
+        for key, dotted in (('data', 'data.root'), ('work_dir', 'work_dir'),
+                            ('load_from', 'model.load_from')):
             if getattr(args, key) is not None:
-                overrides[key] = getattr(args, key)
+                overrides[dotted] = getattr(args, key)
         cfg = build_config(args.config, overrides)
         train(cfg, resume=args.resume)
     except (ConfigError, CheckpointError) as err:

@@ -1,5 +1,5 @@
 """An independent generator of mmseg SeMask-FPN state dicts, written from the key table in
-seed_spec 4.2 (not from the model code), for converter tests."""
+docs/MODEL.md §4 (not from the model code), for converter tests."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def relative_index_by_loops(window: int) -> torch.Tensor:
 def semask_key_shapes(embed: int, depths: tuple[int, ...], heads: tuple[int, ...],
                       window: int, num_classes: int, head: str = 'vanilla',
                       fpn: int = 256, embedding_dim: int = 64) -> dict[str, tuple[int, ...]]:
-    """Key -> shape for an mmseg SeMask-FPN checkpoint (seed_spec 4.2)."""
+    """Key -> shape for an mmseg SeMask-FPN checkpoint (docs/MODEL.md §4)."""
     K = num_classes
     shapes: dict[str, tuple[int, ...]] = {
         'backbone.patch_embed.proj.weight': (embed, 3, 4, 4),

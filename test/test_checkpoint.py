@@ -1,9 +1,10 @@
-"""Checkpoint converters (synthetic state dicts from the seed_spec 4.2 key table) and our own
-self-describing checkpoint format."""
+"""Published-checkpoint converters (model/published.py; synthetic state dicts from the key table
+of docs/MODEL.md §4) and our own self-describing checkpoint format (model/checkpoint.py)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,7 @@ def test_small_key_table_matches_model_one_to_one(head: str) -> None:
     model_state = build_model('small', 150, head).state_dict()
     assert table.keys() == model_state.keys()
     assert {k: tuple(v.shape) for k, v in model_state.items()} == table
-    if head == 'vanilla':  # seed_spec 4.2 counts
+    if head == 'vanilla':  # docs/MODEL.md §4 counts
         assert len(table) == 445
         assert sum(k.startswith('backbone.') for k in table) == 401
         assert sum(k.endswith('relative_position_index') for k in table) == 24
@@ -197,6 +198,9 @@ def test_own_checkpoint_rebuilds_model_alone(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / 'ckpt' / 'step_10.pt', model, step=10,
                            train_config={'lr': 1e-4}, metrics={'mIoU': 0.5})
     assert [p.name for p in path.parent.iterdir()] == ['step_10.pt'], 'temp file left behind'
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
     loaded, payload = load_checkpoint(path)
     assert payload['step'] == 10 and payload['metrics'] == {'mIoU': 0.5}
     assert loaded.config == model.config
@@ -247,14 +251,18 @@ def test_convert_command_writes_a_loadable_checkpoint(tmp_path: Path) -> None:
 
 
 def test_class_seeds_and_configured_model_are_shared_by_convert_and_train() -> None:
-    from contrast_semask_train.model.checkpoint import YCOR_ADE20K_SEEDS, class_seeds
+    from contrast_semask_train.data.ycor import YCOR_ADE20K_SEEDS, YCOR_CLASSES, class_seeds
+    from contrast_semask_train.model.published import ADE20K_CLASS_IDS
     from contrast_semask_train.model.segmentor import build_configured_model
 
     assert class_seeds('none', 3) is None
     assert class_seeds('ycor', len(YCOR_ADE20K_SEEDS)) is YCOR_ADE20K_SEEDS
-    with pytest.raises(CheckpointError, match='need 8 classes'):
+    assert sorted(YCOR_ADE20K_SEEDS) == list(range(len(YCOR_CLASSES)))
+    assert {name for names in YCOR_ADE20K_SEEDS.values() for name in names} <= set(
+        ADE20K_CLASS_IDS)  # every source class resolves without the checkpoint's meta
+    with pytest.raises(ValueError, match='need 8 classes'):
         class_seeds('ycor', 5)
-    with pytest.raises(CheckpointError, match="'ycor' or 'none'"):
+    with pytest.raises(ValueError, match="one of \\('none', 'ycor'\\)"):
         class_seeds('ade', 8)
     model = build_configured_model('micro', 8, 'contrastive', 'window', 'imagenet')
     assert model.config.num_classes == 8

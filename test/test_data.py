@@ -17,6 +17,7 @@ from contrast_semask_train.data import (
     IGNORE_INDEX,
     RAW_PALETTE,
     YCOR_CLASSES,
+    YCOR_COST_TABLE,
     YCOR_PALETTE,
     DataFormatError,
     EvalTransform,
@@ -67,6 +68,8 @@ def converted_dir(raw_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 def test_classes_and_palettes_follow_the_seed_order() -> None:
     assert YCOR_CLASSES[0] == 'high_vegetation' and YCOR_CLASSES[5] == 'rough_trail'
     assert len(YCOR_CLASSES) == len(YCOR_PALETTE) == 8
+    assert set(YCOR_COST_TABLE) == set(YCOR_CLASSES)  # one cost per class
+    assert all(0.0 <= cost <= 1.0 for cost in YCOR_COST_TABLE.values())
     assert YCOR_PALETTE[4] == (1, 88, 255)  # sky
     assert RAW_PALETTE[0] == (255, 255, 255) and set(RAW_PALETTE[1:]) == set(YCOR_PALETTE)
 
@@ -157,7 +160,7 @@ def test_write_synthetic_is_deterministic_and_palette_png(raw_dir: Path, tmp_pat
                          progress=False)
     assert ((other / 'train/iid000000/labels.png').read_bytes()
             != (frames['iid000000'] / 'labels.png').read_bytes())
-    assert not list(tmp_path.glob('*.tmp-*'))
+    assert not list(tmp_path.glob('.*.tmp'))  # no temporary left behind
 
 
 # ---- conversion -----------------------------------------------------------------------------

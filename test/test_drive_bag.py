@@ -13,6 +13,7 @@ import pytest
 
 from contrast_semask_ros import codec
 from contrast_semask_train.data import drive_bag
+from contrast_semask_train.data.cli import main as data_main
 from contrast_semask_train.data.drive_bag import (
     DEFAULT_TOPICS,
     DriveBagSpec,
@@ -23,8 +24,7 @@ from contrast_semask_train.data.drive_bag import (
     write_drive_bag,
 )
 from contrast_semask_train.data.synth import render_scene
-from contrast_semask_train.data.ycor import YCOR_CLASSES
-from contrast_semask_train.evaluate import YCOR_COST_TABLE
+from contrast_semask_train.data.ycor import YCOR_CLASSES, YCOR_COST_TABLE
 
 rosbags_highlevel = pytest.importorskip(
     'rosbags.highlevel', reason='needs rosbags (requirements/dev.txt)')
@@ -349,7 +349,7 @@ def test_cli_writes_a_bag(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
             '--seed', '1', '--storage', 'sqlite3', '--version', '8', '--compressed',
             '--no-progress']
     with caplog.at_level('INFO'):
-        assert drive_bag.main(args) == 0
+        assert data_main(['drive-bag', *args]) == 0
     assert 'wrote' in caplog.text and '2 frames' in caplog.text
     messages = _read(out)
     camera = [m for m in messages if m.topic == DEFAULT_TOPICS.compressed_image]
@@ -357,14 +357,16 @@ def test_cli_writes_a_bag(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     assert codec.compressed_to_rgb(camera[1].msg).shape == (32, 48, 3)
     assert _stamp_ns(camera[1].msg) == START_NS + 200_000_000  # 5 fps
     assert patches[1].log_ns == START_NS + 500_000_000  # 0.2 s + 0.3 s
-    assert drive_bag.main(args) == 2  # exists: an error, not a traceback
+    assert data_main(['drive-bag', *args]) == 2  # exists: an error, not a traceback
     assert 'exists' in caplog.text
 
 
 def test_cli_help_and_bad_size(capsys: pytest.CaptureFixture) -> None:
-    parser = drive_bag.build_parser()
-    assert parser.format_usage().startswith('usage: contrast-semask-replay make-bag')
     with pytest.raises(SystemExit) as exit_info:
-        drive_bag.main(['out', '--size', '64'])
+        data_main(['drive-bag', '--help'])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith('usage: contrast-semask-data drive-bag')
+    with pytest.raises(SystemExit) as exit_info:
+        data_main(['drive-bag', 'out', '--size', '64'])
     assert exit_info.value.code == 2
     assert 'HEIGHTxWIDTH' in capsys.readouterr().err

@@ -115,7 +115,8 @@ def test_bad_parameters_refuse_to_start_with_a_clear_message(
         texture_model: TextureModel, tmp_path: Path) -> None:
     run = _drive('bad_start', texture_model.onnx, tmp_path, domain_id=43)
     expected = {'missing_model': 'is not a file', 'size_mismatch': 'was built for 128x96',
-                'bank_too_large': 'bank_size must be in [1, 32]'}
+                'bank_too_large': 'bank_size=4096 but the model was exported with bank size '
+                                  '(Kmax) 32: set bank_size to 0'}
     for case, text in expected.items():
         assert run[case]['exit_code'] == 1, run[case]['log']
         assert text in run[case]['log'], run[case]['log']

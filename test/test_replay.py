@@ -14,6 +14,7 @@ from conftest import TextureModel
 
 from contrast_semask_ros import codec
 from contrast_semask_ros.replay import main as replay_main
+from contrast_semask_train.data.cli import main as data_main
 
 pytest.importorskip('rosbags', reason='replay reads bags with rosbags (requirements/dev.txt)')
 pytestmark = pytest.mark.slow
@@ -22,8 +23,8 @@ TOPICS = ['--image-topic', '/camera/image_raw', '--patch-cost-topic', '/traversa
 
 
 def _make_bag(path: Path, *extra: str, frames: int = 10) -> Path:
-    assert replay_main(['make-bag', str(path), '--frames', str(frames), '--size', '96x128',
-                        '--no-progress', *extra]) == 0
+    assert data_main(['drive-bag', str(path), '--frames', str(frames), '--size', '96x128',
+                      '--no-progress', *extra]) == 0
     return path
 
 

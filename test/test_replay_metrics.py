@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from contrast_semask_ros.replay import RegionError, accuracy, held_out_regions, spearman
+from contrast_semask_ros.metrics import RegionError, accuracy, held_out_regions, spearman
 
 
 def test_held_out_regions_compare_each_measured_patch_with_its_propagated_cost() -> None:

@@ -46,7 +46,7 @@ def synth_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _tiny(data: Path, work_dir: Path, **overrides: object):
     """micro_contrastive at a size where one iteration takes ~0.1 s on 2 cores."""
-    values = {'data': str(data), 'work_dir': str(work_dir), 'crop_size': 64,
+    values = {'data.root': str(data), 'work_dir': str(work_dir), 'crop_size': 64,
               'scale': [256, 64], 'eval_scale': [256, 64], 'batch_size': 4, 'num_workers': 0,
               'max_iters': 6, 'warmup_iters': 2, 'log_interval': 1, 'eval_interval': 3,
               'checkpoint_interval': 3, 'tensorboard': False, 'progress': False,
@@ -64,14 +64,15 @@ def _losses(work_dir: Path) -> list[tuple[int, float]]:
 
 
 def test_lr_schedule_is_the_seed_poly_with_linear_warmup() -> None:
-    cfg = build_config(PRESETS / 'seed_contrastive_small.yaml', {'data': '.'})
-    assert lr_at(0, cfg) == pytest.approx(1e-4 * 1e-6)
+    cfg = build_config(PRESETS / 'seed_contrastive_small.yaml', {'data.root': '.'})
+    lr, schedule = cfg.optim.lr, cfg.schedule
+    assert lr_at(0, lr, schedule) == pytest.approx(1e-4 * 1e-6)
     # in warm-up: poly value times (1 - (1 - t/500)(1 - 1e-6))
     poly = 1e-4 * (1 - 250 / 5000)
-    assert lr_at(250, cfg) == pytest.approx(poly * (1 - 0.5 * (1 - 1e-6)))
-    assert lr_at(500, cfg) == pytest.approx(1e-4 * (1 - 500 / 5000))
-    assert lr_at(4999, cfg) == pytest.approx(1e-4 / 5000)
-    assert lr_at(5000, cfg) == 0.0
+    assert lr_at(250, lr, schedule) == pytest.approx(poly * (1 - 0.5 * (1 - 1e-6)))
+    assert lr_at(500, lr, schedule) == pytest.approx(1e-4 * (1 - 500 / 5000))
+    assert lr_at(4999, lr, schedule) == pytest.approx(1e-4 / 5000)
+    assert lr_at(5000, lr, schedule) == 0.0
 
 
 def test_weight_decay_groups_follow_the_seed() -> None:
@@ -102,41 +103,74 @@ def test_epoch_batches_are_disjoint_across_ranks_and_reproducible() -> None:
 
 def test_config_layers_and_errors(tmp_path: Path) -> None:
     preset = tmp_path / 'p.yaml'
-    preset.write_text('lr: 0.01\nloss:\n  contrastive: seed\n  seed: {temperature: 0.1}\n')
-    cfg = build_config(preset, parse_override_args(['--lr=2e-3', '--loss.seed.bank_depth=5',
-                                                    '--ratios=[1.0]', '--num-workers=1']))
-    assert cfg.lr == 2e-3 and cfg.ratios == (1.0,) and cfg.num_workers == 1
-    assert cfg.loss == {'contrastive': 'seed', 'seed': {'temperature': 0.1, 'bank_depth': 5}}
-    with pytest.raises(ConfigError, match=r"unknown config keys \['lrr'\]"):
+    preset.write_text('optim: {lr: 0.01, weight_decay: 0.0}\n'
+                      'loss:\n  contrastive: seed\n  seed: {temperature: 0.1}\n')
+    cfg = build_config(preset, parse_override_args([
+        '--lr=2e-3', '--loss.seed.bank_depth=5', '--data.ratios=[1.0]', '--num-workers=1',
+        '--schedule.stop-at=7', '--seed=3']))
+    assert cfg.optim.lr == 2e-3 and cfg.optim.weight_decay == 0.0  # preset, then override
+    assert cfg.data.ratios == (1.0,) and cfg.data.num_workers == 1
+    assert cfg.schedule.stop_at == 7 and cfg.seed == 3
+    assert cfg.loss.contrastive == 'seed' and cfg.loss.seed.temperature == 0.1
+    assert cfg.loss.seed.bank_depth == 5
+    assert cfg.to_dict()['optim']['lr'] == 2e-3 and cfg.flat_dict()['loss.seed.bank_depth'] == 5
+    assert parse_override_args(['--eval-interval=5']) == {'log.eval_interval': 5}
+    with pytest.raises(ConfigError, match=r"unknown config keys \['lrr'\]; valid keys: "
+                                          r"\[.*'optim\.lr'"):
         build_config(None, {'lrr': 1.0})
-    with pytest.raises(ConfigError, match='batch_size expects int'):
+    with pytest.raises(ConfigError, match=r"unknown config keys \['optim.lrr'\]; valid keys "
+                                          r"in optim: \['lr'"):
+        build_config(None, {'optim.lrr': 1.0})
+    with pytest.raises(ConfigError, match=r"\['lr'\] \(did you mean optim.lr\?\)"):
+        flat = tmp_path / 'flat.yaml'
+        flat.write_text('lr: 0.01\n')  # the old flat layout
+        build_config(flat)
+    with pytest.raises(ConfigError, match='data.batch_size expects int'):
         build_config(None, {'batch_size': 'eight'})
-    with pytest.raises(ConfigError, match='scale expects a list of 2 int'):
+    with pytest.raises(ConfigError, match='data.scale expects a list of 2 int'):
         build_config(None, {'scale': [1, 2, 3]})
-    with pytest.raises(ConfigError, match='head must be one of'):
+    with pytest.raises(ConfigError, match='model.head must be one of'):
         build_config(None, {'head': 'fancy'})
+    with pytest.raises(ConfigError, match='optim is a group of keys'):
+        build_config(None, {'optim': 0.1})
+    with pytest.raises(ConfigError, match='seed classes ycor need 8 classes'):
+        build_config(None, {'model.seed_classes': 'ycor', 'model.num_classes': 5})
+    with pytest.raises(ConfigError, match="loss: unknown key"):
+        build_config(None, {'loss.bogus': 1})
     with pytest.raises(ConfigError, match='expected --key=value'):
         parse_override_args(['--lr', '1e-3'])
+    with pytest.raises(ConfigError, match='unknown config keys'):
+        parse_override_args(['--lrr=1'])
 
 
 def test_every_preset_loads() -> None:
     for preset in sorted(PRESETS.glob('*.yaml')):
-        cfg = build_config(preset, {})
-        from contrast_semask_train.losses import LossConfig
-
-        LossConfig.from_dict(cfg.loss)  # the loss section is valid too
+        cfg = build_config(preset, {})  # strict: every group, key and type is checked
         assert cfg.work_dir.startswith('runs/')
+        assert cfg.model.variant in ('micro', 'small')
 
 
 def test_errors_come_before_any_work(synth_data: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match='data directory'):
         train(_tiny(tmp_path / 'nowhere', tmp_path / 'w'))
-    with pytest.raises(ValueError, match='unknown'):
-        train(_tiny(synth_data, tmp_path / 'w', **{'loss.bogus': 1}))
+    with pytest.raises(ConfigError, match='--resume: no checkpoint'):
+        train(_tiny(synth_data, tmp_path / 'w'), resume=True)
     other = save_checkpoint(tmp_path / 'other.pt', build_model('micro', 5, 'vanilla'))
     with pytest.raises(CheckpointError, match='another architecture'):
         train(_tiny(synth_data, tmp_path / 'w', load_from=str(other)))
-    assert not (tmp_path / 'w' / 'last.pt').exists()
+    assert not (tmp_path / 'w').exists()
+
+
+def test_cli_maps_its_options_and_rejects_unknown_keys(tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    from contrast_semask_train.train import main
+
+    preset = str(PRESETS / 'micro_contrastive.yaml')
+    missing = tmp_path / 'missing'
+    assert main(['--config', preset, '--data', str(missing), '--work-dir', str(tmp_path)]) == 2
+    assert f"data directory '{missing}' not found" in caplog.text  # --data -> data.root
+    assert main(['--config', preset, '--lrr=1']) == 2
+    assert "unknown config keys ['lrr']" in caplog.text
 
 
 # ----------------------------------------------------------------------------------------------
@@ -196,7 +230,7 @@ def test_micro_training_learns(synth_data: Path, tmp_path: Path, head: str) -> N
     """~150 iterations: the loss falls and mIoU beats chance (1/8) clearly."""
     preset = PRESETS / f'micro_{head}.yaml'
     cfg = build_config(preset, {
-        'data': str(synth_data), 'work_dir': str(tmp_path), 'num_workers': 0,
+        'data.root': str(synth_data), 'work_dir': str(tmp_path), 'num_workers': 0,
         'max_iters': 150, 'warmup_iters': 10, 'eval_interval': 150, 'log_interval': 10,
         'tensorboard': head == 'contrastive', 'progress': False, 'batch_size': 4,
         'scale': [256, 64], 'crop_size': 64, 'eval_scale': [256, 64],
@@ -243,7 +277,7 @@ def test_ddp_two_cpu_processes_hold_equal_weights(synth_data: Path, tmp_path: Pa
         'import sys, torch\n'
         'from contrast_semask_train.config import build_config\n'
         'from contrast_semask_train.train import train\n'
-        'cfg = build_config(sys.argv[1], {"data": sys.argv[2], "work_dir": sys.argv[3],\n'
+        'cfg = build_config(sys.argv[1], {"data.root": sys.argv[2], "work_dir": sys.argv[3],\n'
         '    "crop_size": 64, "scale": [256, 64], "eval_scale": [256, 64], "batch_size": 2,\n'
         '    "num_workers": 0, "max_iters": 3, "warmup_iters": 1, "log_interval": 1,\n'
         '    "eval_interval": 3, "tensorboard": False, "progress": False,\n'

@@ -1,4 +1,5 @@
-"""Segmentation data: the YCOR format and converter, synthetic scenes, transforms, the Dataset.
+"""Segmentation data: the YCOR format, tables and converter, synthetic scenes, transforms, the
+Dataset.
 
 Pipeline: raw yamaha_v0 (real archive, or `write_synthetic_ycor`) -> `convert_ycor` -> the
 converted layout read by `SegmentationDataset` with a `TrainTransform` or `EvalTransform`.
@@ -20,9 +21,12 @@ from .ycor import (
     IGNORE_INDEX,
     MANIFEST_FORMAT,
     RAW_PALETTE,
+    YCOR_ADE20K_SEEDS,
     YCOR_CLASSES,
+    YCOR_COST_TABLE,
     YCOR_PALETTE,
     DataFormatError,
+    class_seeds,
     colors_to_labels,
     convert_ycor,
     read_label_png,
@@ -31,8 +35,9 @@ from .ycor import (
 
 __all__ = [
     'BACKGROUND_RGB', 'IGNORE_INDEX', 'MANIFEST_FORMAT', 'RAW_PALETTE', 'SEED_RATIOS',
-    'YCOR_CLASSES', 'YCOR_PALETTE', 'DataFormatError', 'EvalTransform', 'PhotoMetricDistortion',
-    'Sample', 'SegmentationDataset', 'TrainTransform', 'colors_to_labels', 'convert_ycor',
+    'YCOR_ADE20K_SEEDS', 'YCOR_CLASSES', 'YCOR_COST_TABLE', 'YCOR_PALETTE', 'DataFormatError',
+    'EvalTransform', 'PhotoMetricDistortion', 'Sample', 'SegmentationDataset', 'TrainTransform',
+    'class_seeds', 'colors_to_labels', 'convert_ycor',
     'labels_to_palette_png', 'normalize', 'read_image_rgb', 'read_label_png', 'read_labels',
     'read_manifest', 'render_scene', 'write_synthetic_ycor',
 ]

@@ -1,8 +1,9 @@
-"""`contrast-semask-data`: convert the YCOR archive and write synthetic data sets.
+"""`contrast-semask-data`: convert the YCOR archive, write synthetic data sets and drive bags.
 
     contrast-semask-data convert-ycor ~/Downloads/yamaha_v0.zip data/ycor
     contrast-semask-data synth data/synth_raw --n 40 --seed 0
     contrast-semask-data convert-ycor data/synth_raw data/synth
+    contrast-semask-data drive-bag bags/drive --frames 80 --size 272x512 --seed 1000
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import logging
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .synth import write_synthetic_ycor
 from .ycor import DataFormatError, convert_ycor
@@ -27,19 +29,39 @@ examples:
   # a small synthetic stand-in, in the same raw layout, then the same conversion
   contrast-semask-data synth data/synth_raw --n 40 --seed 0
   contrast-semask-data convert-ycor data/synth_raw data/synth
+  # a synthetic drive rosbag2 (camera, delayed patch costs, ground truth) for replay
+  contrast-semask-data drive-bag bags/drive --frames 80 --size 272x512 --seed 1000
 """
+
+
+def _common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument('--no-progress', action='store_true', default=default,
+                        help='hide progress bars')
+    parser.add_argument('-v', '--verbose', action='store_true', default=default,
+                        help='log debug messages')
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        height, width = (int(part) for part in text.lower().split('x'))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f'expected HEIGHTxWIDTH such as 272x512, got {text!r}') from None
+    return height, width
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='contrast-semask-data', description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--no-progress', action='store_true', help='hide progress bars')
-    parser.add_argument('-v', '--verbose', action='store_true', help='log debug messages')
+    _common_options(parser, False)
+    # the same options after the command; SUPPRESS: unless given there, the ones above stand
+    common = argparse.ArgumentParser(add_help=False)
+    _common_options(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
     convert = commands.add_parser(
-        'convert-ycor', formatter_class=argparse.RawDescriptionHelpFormatter,
+        'convert-ycor', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help='convert a raw yamaha_v0 tree (directory or .zip) to the training layout',
         description='Convert raw YCOR (yamaha_v0/{train,valid}/iid*/{rgb.jpg,labels.png}) to\n'
                     '  OUT/images/{train,valid}/<iid>.jpg  (JPEG bytes copied)\n'
@@ -54,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
                               'instead of failing; they are counted in the manifest')
 
     synth = commands.add_parser(
-        'synth', formatter_class=argparse.RawDescriptionHelpFormatter,
+        'synth', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
         help='write synthetic off-road scenes in the raw yamaha_v0 layout',
         description='Render deterministic synthetic off-road frames (same seed, same files)\n'
                     'into OUT/{train,valid}/iid*/{rgb.jpg,labels.png}; convert them with\n'
@@ -68,7 +90,65 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument('--width', type=int, default=1024, help='frame width (default 1024)')
     synth.add_argument('--valid-fraction', type=float, default=0.2,
                        help='share of frames in valid/ (default 0.2)')
+    _add_drive_bag(commands, common)
     return parser
+
+
+def _add_drive_bag(commands: Any, common: argparse.ArgumentParser) -> None:
+    from .drive_bag import DEFAULT_TOPICS, STORAGES, VERSIONS, DriveBagSpec
+
+    drive = commands.add_parser(
+        'drive-bag', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help='write a synthetic drive rosbag2 (camera, patch costs, ground truth) for replay',
+        description='Write a rosbag2 directory OUT of synthetic drive frames:\n'
+                    f'  {DEFAULT_TOPICS.image}  sensor_msgs/msg/Image rgb8 (or with\n'
+                    f'    --compressed {DEFAULT_TOPICS.compressed_image}, jpeg)\n'
+                    f'  {DEFAULT_TOPICS.patch_cost}  32FC1 cost under the robot footprint, '
+                    'logged --patch-delay late\n'
+                    f'  {DEFAULT_TOPICS.ground_truth}  32FC1 ground-truth cost\n'
+                    'Same seed, same bag. Replay it with contrast-semask-replay.\n\n'
+                    'example:\n  contrast-semask-data drive-bag bags/drive --frames 80 '
+                    '--size 272x512 --seed 1000')
+    defaults = DriveBagSpec()
+    drive.add_argument('out', type=Path, help='new rosbag2 directory')
+    drive.add_argument('--frames', type=int, default=defaults.frames,
+                       help=f'number of camera frames (default {defaults.frames})')
+    drive.add_argument('--size', type=_size, default=(defaults.height, defaults.width),
+                       metavar='HxW', help='frame height x width in pixels '
+                       f'(default {defaults.height}x{defaults.width})')
+    drive.add_argument('--fps', type=float, default=defaults.fps,
+                       help=f'camera rate in Hz (default {defaults.fps:g})')
+    drive.add_argument('--patch-delay', type=float, default=defaults.patch_delay_s,
+                       metavar='SECONDS', help='how much later than its frame a patch cost is '
+                       f'logged (default {defaults.patch_delay_s:g})')
+    drive.add_argument('--seed', type=int, default=defaults.seed,
+                       help=f'scene seed (default {defaults.seed})')
+    drive.add_argument('--storage', choices=STORAGES, default=defaults.storage,
+                       help=f'rosbag2 storage plugin (default {defaults.storage})')
+    drive.add_argument('--version', type=int, choices=VERSIONS, default=defaults.version,
+                       help='rosbag2 metadata version: 9 for Jazzy and newer, 8 for older '
+                       f'readers (Humble: also prefer sqlite3) (default {defaults.version})')
+    drive.add_argument('--compressed', action='store_true',
+                       help=f'write the camera as a jpeg CompressedImage on '
+                       f'{DEFAULT_TOPICS.compressed_image} instead of rgb8 on '
+                       f'{DEFAULT_TOPICS.image}')
+    drive.add_argument('--overwrite', action='store_true',
+                       help='replace an existing rosbag2 directory at OUT')
+
+
+def _drive_bag(args: argparse.Namespace, progress: bool) -> None:
+    from .drive_bag import DriveBagSpec, write_drive_bag
+
+    height, width = args.size
+    spec = DriveBagSpec(frames=args.frames, height=height, width=width, fps=args.fps,
+                        patch_delay_s=args.patch_delay, seed=args.seed, storage=args.storage,
+                        version=args.version, compressed=args.compressed)
+    summary = write_drive_bag(args.out, spec, overwrite=args.overwrite,
+                              progress=None if progress else False)
+    _logger.info('wrote %s: %d frames of %dx%d (HxW) at %g Hz, %d patch costs %g s late, %s v%d, '
+                 '%.1f MB (%s)', summary.path, summary.frames, height, width, spec.fps,
+                 summary.patches, spec.patch_delay_s, summary.storage, summary.version,
+                 summary.bytes / 1e6, ', '.join(summary.topics))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,12 +163,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             counts = ', '.join(f'{split} {info["num_images"]}'
                                for split, info in manifest['splits'].items())
             _logger.info('converted %s -> %s (%s images)', args.source, args.out, counts)
+        elif args.command == 'drive-bag':
+            _drive_bag(args, progress)
         else:
             write_synthetic_ycor(args.out, n=args.n, seed=args.seed, height=args.height,
                                  width=args.width, valid_fraction=args.valid_fraction,
                                  progress=progress)
             _logger.info('next: contrast-semask-data convert-ycor %s <out>', args.out)
-    except (DataFormatError, OSError, ValueError, zipfile.BadZipFile) as error:
+    except (DataFormatError, ImportError, OSError, ValueError, zipfile.BadZipFile) as error:
         _logger.error('%s', error)
         return 2
     return 0

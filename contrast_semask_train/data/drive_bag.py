@@ -15,12 +15,14 @@ traversal measurement arrives once the robot has driven over the ground. Message
 log-time order. The bag is a rosbag2 directory (metadata.yaml plus `<name>.mcap` or `<name>.db3`)
 written with `rosbags`, and appears atomically.
 
-    contrast-semask-replay make-bag bags/drive --frames 60 --size 272x512 --seed 0
+    contrast-semask-data drive-bag bags/drive --frames 60 --size 272x512 --seed 0
+
+The bag's typestore, storage plugin and QoS come from `contrast_semask_ros.bagio`, the runtime's
+one place for them (replay reads these bags with it).
 """
 
 from __future__ import annotations
 
-import argparse
 import collections
 import logging
 import math
@@ -34,11 +36,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from contrast_semask_ros.codec import array_to_fields, rgb_to_compressed_bytes
-from contrast_semask_train.evaluate import YCOR_COST_TABLE
+from contrast_semask_ros import bagio
+from contrast_semask_ros.codec import rgb_to_compressed_bytes
 
 from .synth import render_scene
-from .ycor import IGNORE_INDEX, YCOR_CLASSES
+from .ycor import IGNORE_INDEX, YCOR_CLASSES, YCOR_COST_TABLE
 
 if TYPE_CHECKING:
     from rosbags.interfaces import Connection
@@ -46,10 +48,10 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger(__name__)
 
-IMAGE_TYPE = 'sensor_msgs/msg/Image'
-COMPRESSED_IMAGE_TYPE = 'sensor_msgs/msg/CompressedImage'
-STORAGES = ('mcap', 'sqlite3')
-VERSIONS = (8, 9)
+IMAGE_TYPE = bagio.IMAGE_TYPE
+COMPRESSED_IMAGE_TYPE = bagio.COMPRESSED_IMAGE_TYPE
+STORAGES = bagio.STORAGES
+VERSIONS = bagio.VERSIONS
 JPEG_QUALITY = 90
 
 
@@ -222,30 +224,6 @@ def drive_frames(spec: DriveBagSpec,
 # ---- writing --------------------------------------------------------------------------------
 
 
-def _typestore(version: int) -> Typestore:
-    """Humble's types for version 8, Jazzy's for version 9 (the Image and CompressedImage
-    definitions and their RIHS01 hashes are the same in both)."""
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_HUMBLE if version == 8 else Stores.ROS2_JAZZY)
-
-
-def _reliable_qos() -> list[Any]:
-    """What a default rclpy publisher offers: reliable, volatile, keep last 10."""
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-
-    unset = QosTime(0, 0)  # 0 = the rmw default (infinite)
-    return [Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE, unset,
-                unset, QosLiveliness.AUTOMATIC, unset, False)]
-
-
 class _Messages:
     """Serializes the three messages of a frame with one typestore."""
 
@@ -255,15 +233,10 @@ class _Messages:
         self.types = typestore.types
 
     def _header(self, stamp_ns: int) -> Any:
-        sec, nanosec = divmod(stamp_ns, 1_000_000_000)
-        time = self.types['builtin_interfaces/msg/Time'](sec=sec, nanosec=nanosec)
-        return self.types['std_msgs/msg/Header'](stamp=time, frame_id=self.spec.frame_id)
+        return bagio.header(self.ts, stamp_ns, self.spec.frame_id)
 
     def image(self, array: np.ndarray, encoding: str, stamp_ns: int) -> memoryview:
-        fields = array_to_fields(array, encoding)
-        fields = fields._replace(data=np.frombuffer(fields.data, np.uint8))  # rosbags: ndarray
-        msg = self.types[IMAGE_TYPE](header=self._header(stamp_ns), **fields._asdict())
-        return self.ts.serialize_cdr(msg, IMAGE_TYPE)
+        return bagio.serialize_image(self.ts, array, encoding, self._header(stamp_ns))
 
     def compressed(self, rgb: np.ndarray, stamp_ns: int) -> memoryview:
         fmt, payload = rgb_to_compressed_bytes(rgb, 'jpeg', self.spec.jpeg_quality)
@@ -286,18 +259,18 @@ def _topic_types(spec: DriveBagSpec) -> dict[str, str]:
 def _write_bag(bag: Path, spec: DriveBagSpec, progress: bool) -> tuple[int, int]:
     """Write the rosbag2 directory `bag` (must not exist); returns (frames, patches)."""
     try:
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import Writer
     except ImportError as error:
         raise ImportError(f'writing a bag needs rosbags (pip install -r requirements/dev.txt): '
                           f'{error}') from error
     from tqdm import tqdm
 
-    typestore = _typestore(spec.version)
+    typestore = bagio.typestore(spec.version)
     messages = _Messages(typestore, spec)
-    plugin = StoragePlugin.MCAP if spec.storage == 'mcap' else StoragePlugin.SQLITE3
+    plugin = bagio.storage_plugin(spec.storage)
     delay_ns = round(spec.patch_delay_s * 1e9)
     camera_topic, truth_topic, patch_topic = _topic_types(spec)
-    qos = _reliable_qos()
+    qos = bagio.reliable_qos()
     frames = patches = 0
     # Patch costs wait here until the log time reaches theirs; their log times increase, so a
     # FIFO keeps every write in log-time order (at equal times a patch goes before the frame).
@@ -312,7 +285,7 @@ def _write_bag(bag: Path, spec: DriveBagSpec, progress: bool) -> tuple[int, int]
         connections = {topic: writer.add_connection(topic, msgtype, typestore=typestore,
                                                     offered_qos_profiles=qos)
                        for topic, msgtype in _topic_types(spec).items()}
-        for frame in tqdm(drive_frames(spec), total=spec.frames, desc='make-bag', unit='frame',
+        for frame in tqdm(drive_frames(spec), total=spec.frames, desc='drive-bag', unit='frame',
                           disable=not progress, dynamic_ncols=True):
             write_pending(frame.stamp_ns)
             camera = (messages.compressed(frame.rgb, frame.stamp_ns) if spec.compressed
@@ -401,76 +374,3 @@ def write_drive_bag(out: Path | str, spec: DriveBagSpec, *,
                               spec.version, _tree_bytes(out))
     _logger.debug('wrote %s', summary)
     return summary
-
-
-# ---- command line ---------------------------------------------------------------------------
-
-
-def _size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(part) for part in text.lower().split('x'))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f'expected HEIGHTxWIDTH such as 272x512, got {text!r}') from None
-    return height, width
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog='contrast-semask-replay make-bag',
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=__doc__)
-    parser.add_argument('out', type=Path, help='new rosbag2 directory')
-    defaults = DriveBagSpec()
-    parser.add_argument('--frames', type=int, default=defaults.frames,
-                        help=f'number of camera frames (default {defaults.frames})')
-    parser.add_argument('--size', type=_size, default=(defaults.height, defaults.width),
-                        metavar='HxW', help='frame height x width in pixels '
-                        f'(default {defaults.height}x{defaults.width})')
-    parser.add_argument('--fps', type=float, default=defaults.fps,
-                        help=f'camera rate in Hz (default {defaults.fps:g})')
-    parser.add_argument('--patch-delay', type=float, default=defaults.patch_delay_s,
-                        metavar='SECONDS', help='how much later than its frame a patch cost is '
-                        f'logged (default {defaults.patch_delay_s:g})')
-    parser.add_argument('--seed', type=int, default=defaults.seed,
-                        help=f'scene seed (default {defaults.seed})')
-    parser.add_argument('--storage', choices=STORAGES, default=defaults.storage,
-                        help=f'rosbag2 storage plugin (default {defaults.storage})')
-    parser.add_argument('--version', type=int, choices=VERSIONS, default=defaults.version,
-                        help='rosbag2 metadata version: 9 for Jazzy and newer, 8 for older '
-                        f'readers (Humble: also prefer sqlite3) (default {defaults.version})')
-    parser.add_argument('--compressed', action='store_true',
-                        help=f'write the camera as a jpeg CompressedImage on '
-                        f'{DEFAULT_TOPICS.compressed_image} instead of rgb8 on '
-                        f'{DEFAULT_TOPICS.image}')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace an existing rosbag2 directory at OUT')
-    parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
-    parser.add_argument('-v', '--verbose', action='store_true', help='log debug messages')
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format='%(levelname)s %(name)s: %(message)s')
-    height, width = args.size
-    spec = DriveBagSpec(frames=args.frames, height=height, width=width, fps=args.fps,
-                        patch_delay_s=args.patch_delay, seed=args.seed, storage=args.storage,
-                        version=args.version, compressed=args.compressed)
-    try:
-        summary = write_drive_bag(args.out, spec, overwrite=args.overwrite,
-                                  progress=False if args.no_progress else None)
-    except (ImportError, OSError, ValueError) as error:
-        _logger.error('%s', error)
-        return 2
-    _logger.info('wrote %s: %d frames of %dx%d (HxW) at %g Hz, %d patch costs %g s late, %s v%d, '
-                 '%.1f MB (%s)', summary.path, summary.frames, height, width, spec.fps,
-                 summary.patches,
-                 spec.patch_delay_s, summary.storage, summary.version, summary.bytes / 1e6,
-                 ', '.join(summary.topics))
-    return 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

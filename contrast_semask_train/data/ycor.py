@@ -1,16 +1,21 @@
 """The YCOR (Yamaha-CMU Off-Road) label format and a converter to the training layout.
 
-Raw YCOR (`yamaha_v0`, seed_spec 5.1-5.2) holds `{train,valid}/iid*/{rgb.jpg,labels.png}`, with
+Raw YCOR (`yamaha_v0`, docs/MODEL.md §5) holds `{train,valid}/iid*/{rgb.jpg,labels.png}`, with
 colour-coded labels (8-bit palette PNGs). `convert_ycor` writes a new directory:
 
     <out>/images/{train,valid}/<iid>.jpg   the original JPEG bytes, copied
     <out>/labels/{train,valid}/<iid>.png   single-channel uint8 training ids, 255 = ignore
     <out>/manifest.json                    classes, palette, per-split counts and iids
 
-Colours map to training ids through a lookup table in the seed's class order (seed_spec 5.3,
+Colours map to training ids through a lookup table in the seed's class order (docs/MODEL.md §5,
 after reduce_zero_label); white background becomes the ignore index. Unlike the seed converter
-(pitfall 14) the source is never modified, iids are kept as file stems, an unknown colour is an
-error that names it (or, on request, ignored and counted), and the output appears atomically.
+(docs/MODEL.md §5) the source is never modified, iids are kept as file stems, an unknown colour
+is an error that names it (or, on request, ignored and counted), and the output appears
+atomically (`contrast_semask_ros.atomic`).
+
+The other YCOR tables live here too: the traversal cost per class (`YCOR_COST_TABLE`, used by
+evaluation) and the ADE20K classes that may seed each YCOR class when a published checkpoint is
+converted (`YCOR_ADE20K_SEEDS`, `class_seeds`).
 """
 
 from __future__ import annotations
@@ -20,14 +25,14 @@ import io
 import json
 import logging
 import os
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
+
+from contrast_semask_ros import atomic
 
 _logger = logging.getLogger(__name__)
 
@@ -36,7 +41,7 @@ MANIFEST_FORMAT = 'contrast_semask/ycor-1'
 MANIFEST_NAME = 'manifest.json'
 SPLITS = ('train', 'valid')
 
-# Training ids 0..7, in the seed's order (seed_spec 5.3; 'rough_trial' spelled correctly).
+# Training ids 0..7, in the seed's order (docs/MODEL.md §5; 'rough_trial' spelled correctly).
 YCOR_CLASSES: tuple[str, ...] = (
     'high_vegetation',
     'traversable_grass',
@@ -58,7 +63,7 @@ YCOR_PALETTE: tuple[tuple[int, int, int], ...] = (
     (0, 160, 0),
 )
 BACKGROUND_RGB = (255, 255, 255)  # unlabelled -> IGNORE_INDEX
-# The raw files' own palette order (seed_spec 5.2): index 0 is the background.
+# The raw files' own palette order (docs/MODEL.md §5): index 0 is the background.
 RAW_PALETTE: tuple[tuple[int, int, int], ...] = (
     BACKGROUND_RGB,
     (178, 176, 153),
@@ -70,6 +75,40 @@ RAW_PALETTE: tuple[tuple[int, int, int], ...] = (
     (40, 80, 0),
     (1, 88, 255),
 )
+
+
+# Traversal cost per class (0 = free, 1 = not traversable); sky is never driven on. The default
+# cost table of `contrast-semask-eval`.
+YCOR_COST_TABLE: dict[str, float] = {
+    'high_vegetation': 1.0, 'traversable_grass': 0.3, 'smooth_trail': 0.0, 'obstacle': 1.0,
+    'sky': 1.0, 'rough_trail': 0.4, 'puddle': 0.7, 'non_traversable_low_vegetation': 0.8}
+# A deliberate (non-seed) starting point for the 8 YCOR classes: the ADE20K classes whose rows of
+# a published SeMask checkpoint seed each new class row, in training-id order (docs/MODEL.md §4).
+YCOR_ADE20K_SEEDS: dict[int, tuple[str, ...]] = {
+    0: ('tree',),  # high_vegetation
+    1: ('grass',),  # traversable_grass
+    2: ('path', 'road'),  # smooth_trail
+    3: ('rock',),  # obstacle
+    4: ('sky',),  # sky
+    5: ('dirt track', 'earth'),  # rough_trail
+    6: ('water',),  # puddle
+    7: ('plant',),  # non_traversable_low_vegetation
+}
+CLASS_SEEDS = ('none', 'ycor')  # the names `class_seeds` accepts
+
+
+def class_seeds(name: str, num_classes: int) -> dict[int, tuple[str, ...]] | None:
+    """The `class_seeds` argument of `load_semask_checkpoint` for a config's `seed_classes`:
+    'ycor' -> YCOR_ADE20K_SEEDS (needs the 8 YCOR classes), 'none' -> None (no seeding).
+    Raises ValueError for anything else."""
+    if name not in CLASS_SEEDS:
+        raise ValueError(f'seed classes must be one of {CLASS_SEEDS}, got {name!r}')
+    if name == 'none':
+        return None
+    if num_classes != len(YCOR_ADE20K_SEEDS):
+        raise ValueError(f'seed classes ycor need {len(YCOR_ADE20K_SEEDS)} classes (YCOR), got '
+                         f'{num_classes}; use seed classes none for other data')
+    return YCOR_ADE20K_SEEDS
 
 
 class DataFormatError(ValueError):
@@ -145,22 +184,16 @@ def format_unknown_colors(unknown: dict[tuple[int, int, int], int]) -> str:
 
 @contextlib.contextmanager
 def atomic_directory(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `out`; on success rename it to `out`, on error remove it.
+    """`contrast_semask_ros.atomic.atomic_directory` without overwrite: yield a temporary sibling
+    of `out`; on success it becomes `out`, on error it is removed.
 
     Refuses (FileExistsError) when `out` exists and is not an empty directory, so nothing that
     is already there is ever overwritten and nothing half-written is ever left at `out`.
     """
     out = Path(out)
     _check_output_free(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'{out.name}.tmp-', dir=out.parent))
-    try:
+    with atomic.atomic_directory(out, overwrite=False) as tmp:
         yield tmp
-        _check_output_free(out)
-        os.replace(tmp, out)  # an empty directory at `out` is replaced atomically too
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _check_output_free(out: Path) -> None:

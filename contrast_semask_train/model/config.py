@@ -17,8 +17,11 @@ HeadKind = Literal['vanilla', 'contrastive']
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)  # RGB, 0-255 scale
 IMAGENET_STD = (58.395, 57.12, 57.375)
-# The seed's YCOR statistics. Its std is the spread of per-image mean colours, not the pixel std
-# (seed_spec pitfall 3), so inputs are ~3x larger than pretraining saw. Kept to reproduce the seed.
+# The seed's YCOR input statistics, selectable as the named normalisation 'seed-ycor' that a
+# checkpoint then carries in ModelConfig.mean/std (they stay here, not in data/ycor.py, because
+# this package may not import data/ and build_configured_model resolves names from
+# NORMALIZATIONS). Their std is the spread of per-image mean colours, not the pixel std, so
+# inputs are ~3x larger than pretraining saw (docs/MODEL.md §6). Kept to reproduce the seed.
 SEED_YCOR_MEAN = (109.6286, 114.4169, 108.3678)
 SEED_YCOR_STD = (18.9286, 18.3765, 17.6692)
 

@@ -1,0 +1,184 @@
+"""Replay's numbers: held-out region errors, rank correlation, latency percentiles, per-pixel
+error against ground truth, and the `Recorder` that accumulates them frame by frame.
+
+    rec = Recorder()
+    rec.frame(result, (start, decoded, done))         # latency per stage, coverage, bank size
+    rec.held_out_patch(mask, cost)                     # a withheld patch against the propagation
+    rec.ground_truth(cost, truth)                      # per-pixel error on known, labelled pixels
+    rec.summary()                                      # the numbers of report.json
+
+Costs are camera-size float arrays with NaN = unknown (propagated) or unmeasured (masks,
+ground truth). numpy only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from contrast_semask_ros.bank import mask_to_grid
+from contrast_semask_ros.pipeline import FrameResult
+
+# stages in the order of a frame (patch_ms: adding a patch to the bank, between frames)
+STAGES = ('decode_ms', 'resize_ms', 'infer_ms', 'buffer_ms', 'output_ms', 'encode_write_ms',
+          'patch_ms', 'frame_ms')  # total_ms (the pipeline's own total) is recorded too
+
+
+class RegionError(NamedTuple):
+    measured: float  # the withheld patch's cost
+    predicted: float  # mean propagated cost over its known pixels; NaN if all unknown
+    known_fraction: float  # of the region's pixels
+
+
+def held_out_regions(mask: np.ndarray, cost: np.ndarray) -> list[RegionError]:
+    """Each distinct finite value of `mask` (H, W) is one measured region; compare it with the
+    propagated `cost` (same size, NaN = unknown) over the region."""
+    if mask.shape != cost.shape:
+        raise ValueError(f'mask {mask.shape} and cost {cost.shape} must have one size')
+    finite = np.isfinite(mask)
+    regions = []
+    for value in np.unique(mask[finite]):
+        region = mask == value
+        predicted = cost[region]
+        known = np.isfinite(predicted)
+        mean = float(predicted[known].mean()) if known.any() else math.nan
+        regions.append(RegionError(float(value), mean, float(known.mean())))
+    return regions
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation (average ranks for ties); NaN for fewer than 2 distinct values."""
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return math.nan
+    ra, rb = _ranks(np.asarray(a, float)), _ranks(np.asarray(b, float))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind='mergesort')
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
+    sums = np.bincount(inverse, weights=ranks)
+    return sums[inverse] / counts[inverse]  # average rank of each tie group
+
+
+def accuracy(regions: Sequence[RegionError]) -> dict[str, float]:
+    """MAE, RMSE and Spearman of predicted vs measured cost over regions with known pixels."""
+    known = [r for r in regions if not math.isnan(r.predicted)]
+    out: dict[str, float] = {'regions': len(regions), 'regions_unknown': len(regions) - len(known)}
+    if known:
+        measured = np.array([r.measured for r in known])
+        predicted = np.array([r.predicted for r in known])
+        err = predicted - measured
+        out.update(mae=float(np.abs(err).mean()), rmse=float(np.sqrt((err ** 2).mean())),
+                   spearman=spearman(measured, predicted))
+    return out
+
+
+def percentiles(values: Sequence[float]) -> dict[str, float]:
+    """Median, p95, p99 and count; {} for no values."""
+    if not values:
+        return {}
+    median, p95, p99 = np.percentile(np.asarray(values, float), (50, 95, 99))
+    return {'median': float(median), 'p95': float(p95), 'p99': float(p99), 'n': len(values)}
+
+
+@dataclass
+class GroundTruthError:
+    """Per-pixel |cost - truth| over known, labelled pixels (truth NaN = unlabelled), summed
+    frame by frame so that nothing grows with the bag."""
+
+    abs_sum: float = 0.0
+    sq_sum: float = 0.0
+    pixels: int = 0
+    known_of_labelled: list[float] = field(default_factory=list)  # per scored frame
+
+    def add(self, cost: np.ndarray, truth: np.ndarray) -> None:
+        """cost, truth (H, W) float; the caller checks that the sizes match."""
+        labelled = np.isfinite(truth)
+        known = labelled & np.isfinite(cost)
+        err = cost[known] - truth[known]
+        self.abs_sum += float(np.abs(err).sum())
+        self.sq_sum += float((err ** 2).sum())
+        self.pixels += int(known.sum())
+        self.known_of_labelled.append(float(known.sum() / max(labelled.sum(), 1)))
+
+    def summary(self) -> dict[str, Any]:
+        """frames, known_of_labelled (mean), mae and rmse; {} when nothing was scored."""
+        if not self.known_of_labelled:
+            return {}
+        out: dict[str, Any] = {'frames': len(self.known_of_labelled),
+                               'known_of_labelled': float(np.mean(self.known_of_labelled))}
+        if self.pixels:
+            out['mae'] = self.abs_sum / self.pixels
+            out['rmse'] = math.sqrt(self.sq_sum / self.pixels)
+        return out
+
+
+@dataclass
+class Recorder:
+    """Every number of a replay, filled message by message; `summary()` is report.json's."""
+
+    latency: dict[str, list[float]] = field(default_factory=dict)  # stage -> ms per event
+    coverage: list[float] = field(default_factory=list)  # known fraction per frame
+    bank_sizes: list[int] = field(default_factory=list)  # prototypes used per frame
+    frame_stamps: list[int] = field(default_factory=list)
+    held_out: list[RegionError] = field(default_factory=list)
+    truth: GroundTruthError = field(default_factory=GroundTruthError)
+    skipped: Counter[str] = field(default_factory=Counter)  # reason -> messages
+    patches: int = 0  # patch messages seen
+    patches_used: int = 0  # added to the bank
+    patches_held_out: int = 0  # withheld and scored
+
+    def time(self, stage: str, ms: float) -> None:
+        self.latency.setdefault(stage, []).append(ms)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    def frame(self, result: FrameResult, clock: tuple[float, float, float]) -> None:
+        """One processed frame; clock = perf_counter at start, after decoding, at the end."""
+        start, decoded, done = clock
+        self.time('decode_ms', (decoded - start) * 1e3)
+        for stage, ms in result.timings._asdict().items():  # the pipeline's stages and total
+            self.time(stage, ms)
+        self.time('encode_write_ms', (done - decoded) * 1e3 - result.timings.total_ms)
+        self.time('frame_ms', (done - start) * 1e3)
+        self.frame_stamps.append(result.stamp_ns)
+        self.coverage.append(float(np.isfinite(result.cost).mean()))
+        self.bank_sizes.append(result.bank_size)
+
+    def held_out_patch(self, mask: np.ndarray, cost: np.ndarray) -> None:
+        """A withheld patch mask (any size) against its frame's propagated cost (H, W)."""
+        grid = mask_to_grid(mask, *cost.shape)  # the bank's own mask resampling
+        self.held_out.extend(held_out_regions(grid, cost))
+        self.patches_held_out += 1
+
+    def ground_truth(self, cost: np.ndarray, truth: np.ndarray) -> bool:
+        """Score one frame's cost against its ground truth; False (and counted) if the sizes
+        differ."""
+        if truth.shape != cost.shape:
+            self.skip('ground truth of another size')
+            return False
+        self.truth.add(cost, truth)
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, latency percentiles, held-out accuracy, coverage, ground truth, skips."""
+        return {
+            'frames': len(self.frame_stamps), 'patches': self.patches,
+            'patches_used': self.patches_used, 'patches_held_out': self.patches_held_out,
+            'latency_ms': {stage: percentiles(v) for stage, v in self.latency.items()},
+            'held_out': accuracy(self.held_out),
+            'coverage': {'final': self.coverage[-1] if self.coverage else 0.0,
+                         'mean': float(np.mean(self.coverage)) if self.coverage else 0.0},
+            'bank_size_final': self.bank_sizes[-1] if self.bank_sizes else 0,
+            'ground_truth': self.truth.summary(),
+            'skipped': dict(self.skipped),
+        }
