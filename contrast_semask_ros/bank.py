@@ -133,14 +133,12 @@ def prototypes_from_patch(mask: np.ndarray, embedding: np.ndarray, min_pixels: i
         # Keep the largest regions (ties: the lower cost), then restore increasing cost order.
         largest = big[np.lexsort((big, -counts[big]))[:max_regions]]
         big = np.sort(largest)
-    # pixels as rows, without a copy when the embedding is a view of (h, w, D) memory (the
-    # frame buffer's layout) or a copy of (D, h, w) otherwise
-    pixels = emb.transpose(1, 2, 0).reshape(h * w, D)  # h*w, D
+    flat = emb.reshape(D, h * w)  # D, h*w (a view of the frame buffer's slot)
     regions: list[RegionPrototype] = []
     skipped_degenerate = 0
     for r in big:
         members = cells[inverse.reshape(-1) == r]
-        mean = pixels[members].mean(axis=0, dtype=np.float64)  # D
+        mean = flat[:, members].mean(axis=1, dtype=np.float64)  # D
         norm = float(np.linalg.norm(mean))
         if not norm > _MIN_NORM:  # also catches NaN from a non-finite embedding
             skipped_degenerate += 1

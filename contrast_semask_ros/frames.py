@@ -8,18 +8,19 @@ frame up by its `header.stamp`. The buffer is bounded two ways:
   (so out-of-order pushes are fine: the buffer always holds the newest stamps it was given);
 - by age: a frame older than `max_age_s` before the newest stamp goes, whatever the count.
 
-Memory: the frames live in at most `max_frames` preallocated slots of D x h x w float32 (a slot
+Memory: the frames live in at most `max_frames` + 1 preallocated slots (one spare, which the
+backend writes the next frame's embedding into directly: `spare`) of D x h x w float32 (a slot
 is allocated the first time the buffer needs it and reused after an eviction, so a buffer in
 steady state allocates nothing per frame), `memory_bound_bytes` in all. For D = 64 at 544x1024
 (stride 4: h, w = 136, 256) that is 136 x 256 x 64 x 4 = 8.9 MB per frame, so 30 frames take at
-most 267 MB.
+most 31 x 8.9 MB = 276 MB.
 
-Layout: a slot holds the embedding as (h, w, D), the 32FC<D> row order of the `embedding` image
-topic, in an `array.array('B')` that an rclpy message can take as its `data` without a copy
-(`Frame.data`). `push` writes it with one transposing copy; `Frame.embedding` is the (D, h, w)
-view of the same memory. A slot is overwritten only after its frame was evicted; a reader that
-held an evicted frame can tell with `is_current(frame)` (each write bumps the slot's
-generation), which `Pipeline.add_patch` checks after using the embedding.
+Layout: a slot holds the embedding as (D, h, w) float32, the backend's layout, so it is written
+by the backend itself (`spare`) or by one plain copy (a transposing copy into a slot that is not
+in the cache costs about three times as much, bench/RESULTS.md);
+`Frame.embedding` is a read-only view of it. A slot is overwritten only after its frame was
+evicted; a reader that held an evicted frame can tell with `is_current(frame)` (each write bumps
+the slot's generation), which `Pipeline.add_patch` checks after using the embedding.
 
 Thread-safe: one lock guards every method (the node pushes from the image callback and looks
 up from the patch-cost callback, which may run on different executor threads).
@@ -27,7 +28,6 @@ up from the patch-cost callback, which may run on different executor threads).
 
 from __future__ import annotations
 
-import array
 import bisect
 import logging
 import math
@@ -48,20 +48,17 @@ MISS_NO_MATCH = 'no frame within tolerance'
 
 class Frame(NamedTuple):
     stamp_ns: int  # the camera image's header.stamp in integer nanoseconds
-    embedding: np.ndarray  # D, h, w float32 (stride 4) read-only view of the slot
+    embedding: np.ndarray  # D, h, w float32 (stride 4) C-contiguous read-only view of the slot
     image_size: tuple[int, int]  # (height, width) of the original camera image
-    hwc: np.ndarray  # h, w, D float32 read-only C-contiguous view of the same slot
-    data: array.array  # the slot's bytes ('B', h*w*D*4, row-major h, w, D): a 32FC<D> payload
     slot: int  # which slot holds it
     generation: int  # the slot's write count when this frame was stored (is_current)
 
 
 class _Slot:
-    """One preallocated frame: the bytes, a writable (h, w, D) view and a write count."""
+    """One preallocated frame: the (D, h, w) float32 array and its write count."""
 
     def __init__(self, dim: int, height: int, width: int) -> None:
-        self.data = array.array('B', bytes(frame_bytes(dim, height, width)))
-        self.hwc = np.frombuffer(self.data, np.float32).reshape(height, width, dim)  # h, w, D
+        self.array = np.zeros((dim, height, width), np.float32)  # zeros: pages touched now
         self.generation = 0
 
 
@@ -91,8 +88,9 @@ class FrameBuffer:
         self._max_age_ns = round(self.max_age_s * 1e9)
         self._stamps: list[int] = []  # sorted ascending
         self._frames: dict[int, Frame] = {}
-        self._slots: list[_Slot] = []  # allocated on demand, at most max_frames
-        self._free: list[int] = []  # slot indices not holding a frame
+        self._slots: list[_Slot] = []  # allocated on demand, at most max_frames + 1
+        self._free: list[int] = []  # slot indices not holding a frame (nor the spare)
+        self._spare: int | None = None  # the slot reserved by spare(), until pushed
         self._shape: tuple[int, int, int] | None = None  # D, h, w of the slots
         self._frame_bytes = 0  # bytes of one slot (0 before any push)
         self._evicted = 0
@@ -116,9 +114,10 @@ class FrameBuffer:
 
     @property
     def memory_bound_bytes(self) -> int:
-        """max_frames x D x h x w x 4 bytes, for the largest frame pushed (0 before any push)."""
+        """(max_frames + 1) x D x h x w x 4 bytes (the frames and the spare slot), for the
+        current frame shape (0 before any push)."""
         with self._lock:
-            return self.max_frames * self._frame_bytes
+            return (self.max_frames + 1) * self._frame_bytes
 
     @property
     def nbytes(self) -> int:
@@ -133,7 +132,7 @@ class FrameBuffer:
             self._frames.clear()
             for slot in self._slots:
                 slot.generation += 1  # frames handed out before are no longer current
-            self._free = list(range(len(self._slots)))
+            self._free = [i for i in range(len(self._slots)) if i != self._spare]
             self._evicted = 0
 
     def is_current(self, frame: Frame) -> bool:
@@ -168,15 +167,20 @@ class FrameBuffer:
             if old is not None:
                 self._stamps.remove(stamp)
                 self._free.append(old.slot)
-            index = self._take_slot()
+            direct = (self._spare is not None and array_.dtype == np.float32
+                      and array_.ctypes.data == self._slots[self._spare].array.ctypes.data)
+            if direct:  # already written into the spare slot (the backend's output)
+                index, self._spare = self._spare, None
+            else:
+                index = self._take_slot()
             slot = self._slots[index]
             slot.generation += 1
             generation = slot.generation
-        # the one copy, outside the lock: (D, h, w) -> the slot's (h, w, D) layout
-        _transpose_into(array_, slot.hwc)
-        hwc = slot.hwc.view()
-        hwc.flags.writeable = False
-        frame = Frame(stamp, hwc.transpose(2, 0, 1), size, hwc, slot.data, index, generation)
+        if not direct:
+            np.copyto(slot.array, array_, casting='same_kind')  # the one copy, outside the lock
+        embedding = slot.array.view()
+        embedding.flags.writeable = False
+        frame = Frame(stamp, embedding, size, index, generation)
         with self._lock:
             if slot.generation != generation:  # cleared or reshaped meanwhile
                 return False
@@ -206,16 +210,29 @@ class FrameBuffer:
             slot.generation += 1
         self._slots.clear()
         self._free.clear()
+        self._spare = None
         D, h, w = shape
         self._shape = (D, h, w)
         self._frame_bytes = frame_bytes(D, h, w)
 
-    def _take_slot(self) -> int:
-        """A free slot index, allocating one while fewer than max_frames exist; when every
-        slot is taken, the oldest frame's. Caller holds the lock."""
+    def spare(self, shape: tuple[int, int, int]) -> np.ndarray:
+        """A writable (D, h, w) float32 slot holding no frame: let the backend write the next
+        embedding into it (Backend.infer's embedding_out), then `push` it, which keeps it
+        without a copy. It stays reserved until pushed; at most one exists."""
+        shape = tuple(int(v) for v in shape)
+        with self._lock:
+            if self._shape != shape:
+                self._reshape(shape)
+            if self._spare is None:
+                self._spare = self._take_slot(allow_evict=False)
+            return self._slots[self._spare].array
+
+    def _take_slot(self, allow_evict: bool = True) -> int:
+        """A free slot index, allocating one while fewer than max_frames + 1 exist (the frames
+        and the spare); when every slot is taken, the oldest frame's. Caller holds the lock."""
         if self._free:
             return self._free.pop()
-        if len(self._slots) < self.max_frames:
+        if len(self._slots) < self.max_frames + 1 or not allow_evict:
             D, h, w = self._shape
             self._slots.append(_Slot(D, h, w))
             return len(self._slots) - 1
@@ -269,18 +286,6 @@ class FrameBuffer:
                 self._free.append(self._frames.pop(stamp).slot)
             del self._stamps[:cut]
             self._evicted += cut
-
-
-def _transpose_into(embedding: np.ndarray, out: np.ndarray) -> None:
-    """(D, h, w) float -> `out` (h, w, D) float32 in one pass."""
-    D, h, w = embedding.shape
-    if embedding.dtype == np.float32 and embedding.flags.c_contiguous and D <= 512:
-        import cv2  # lazy, like every OpenCV use of the runtime
-
-        # reason: OpenCV's blocked transpose is ~10x faster than numpy's for (D, h*w) float32
-        cv2.transpose(embedding.reshape(D, h * w), dst=out.reshape(h * w, D))
-    else:
-        np.copyto(out, embedding.transpose(1, 2, 0), casting='same_kind')
 
 
 def as_stamp_ns(value: int) -> int:

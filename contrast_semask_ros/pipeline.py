@@ -45,16 +45,15 @@ def check_propagation(temperature: float, min_confidence: float) -> None:
 class StageTimings(NamedTuple):
     resize_ms: float  # camera image -> engine size
     infer_ms: float  # the backend call (inputs staged, graph, outputs on the host)
-    buffer_ms: float  # embedding copied into the frame buffer
+    buffer_ms: float  # the embedding kept in the frame buffer (written there by the backend)
     output_ms: float  # cost/confidence back to camera size, unknown mask
     total_ms: float
 
 
 class Payloads(NamedTuple):
-    """The bytes behind a FrameResult's arrays, in 32FC<n> row order, ready to become an
-    rclpy message's `data` without a copy (array.array('B')); None where there is none."""
+    """The bytes behind a FrameResult's planes, in 32FC1 row order, ready to become an rclpy
+    message's `data` without a copy (array.array('B')); None where there is none."""
 
-    embedding: array.array | None  # h*w*D*4: the frame buffer's slot (None if not buffered)
     cost: array.array | None  # H*W*4, with reuse_outputs
     confidence: array.array | None  # H*W*4, with reuse_outputs and want_confidence
 
@@ -119,6 +118,7 @@ class Pipeline:
         config = self.config = config.validate(spec.bank_size)  # bank_size 0 -> Kmax
         self.backend = backend
         self.engine_size = (spec.width, spec.height)
+        self._embedding_shape = spec.output(spec.output_names[0]).shape[1:]  # D, h, w
         self.temperature = config.temperature
         self.min_confidence = config.min_confidence
         self.frames = FrameBuffer(config.buffer_frames, config.buffer_age_s)
@@ -202,13 +202,14 @@ class Pipeline:
         engine_input = resize_image(rgb, self.engine_size)  # h_e, w_e, 3
         resized = time.perf_counter()
         bank = self.bank.as_bank()
-        outputs = self.backend.infer(engine_input, bank, self.temperature)
+        # the backend writes the embedding straight into the frame buffer's spare slot
+        spare = self.frames.spare(self._embedding_shape)  # D, h, w
+        outputs = self.backend.infer(engine_input, bank, self.temperature, embedding_out=spare)
         inferred = time.perf_counter()
-        # the buffer keeps a copy (the backend reuses its output arrays); share it read-only
         frame = (self.frames.lookup(stamp_ns)
-                 if self.frames.push(stamp_ns, outputs.embedding, (height, width)) else None)
+                 if self.frames.push(stamp_ns, spare, (height, width)) else None)
         if frame is None:  # too old to be kept (an out-of-order stamp): a private copy
-            embedding = outputs.embedding[0].copy()  # D, h, w
+            embedding = outputs.embedding[0].copy()  # D, h, w (the spare is reused next)
             embedding.flags.writeable = False
         else:
             embedding = frame.embedding  # D, h, w read-only view of the slot
@@ -221,8 +222,7 @@ class Pipeline:
         timings = StageTimings(*((b - a) * 1e3 for a, b in (
             (start, resized), (resized, inferred), (inferred, buffered), (buffered, done),
             (start, done))))
-        payloads = Payloads(frame.data if frame is not None else None, cost_data,
-                            confidence_data)
+        payloads = Payloads(cost_data, confidence_data)
         size_change = (None if self._camera_size in (None, (height, width)) else
                        f'camera size changed {self._camera_size} -> {(height, width)}')
         self._camera_size = (height, width)
@@ -242,20 +242,24 @@ class Pipeline:
     def _to_camera(self, cost: np.ndarray, confidence: np.ndarray, cost_out: np.ndarray,
                    confidence_out: np.ndarray | None) -> None:
         """Engine-size (h_e, w_e) planes -> camera-size outputs, cost NaN where unknown, with
-        no frame-sized temporaries (the unknown mask is a reused scratch array)."""
+        no frame-sized temporaries. The unknown mask is applied without branches (a per-pixel
+        masked write is several times slower on a real, patchy mask): cost x LUT[unknown],
+        the LUT mapping False -> 1 and True -> NaN."""
         size = cost_out.shape[::-1]  # W, H
-        resize_into(cost, size, cost_out)
         if confidence_out is not None:
             resize_into(confidence, size, confidence_out)
-            camera_confidence = confidence_out
-        elif confidence.shape == cost_out.shape:
-            camera_confidence = confidence
-        else:
-            camera_confidence = resize_image(confidence, size)
+            confidence = confidence_out
+        elif confidence.shape != cost_out.shape:
+            confidence = resize_image(confidence, size)
+        if cost.shape != cost_out.shape:
+            resize_into(cost, size, cost_out)
+            cost = cost_out
         if self._unknown is None or self._unknown.shape != cost_out.shape:
             self._unknown = np.empty(cost_out.shape, bool)
-        np.less(camera_confidence, self.min_confidence, out=self._unknown)
-        np.copyto(cost_out, np.float32(np.nan), where=self._unknown)
+            self._scale = np.empty(cost_out.shape, np.float32)
+        np.less(confidence, self.min_confidence, out=self._unknown)
+        _mask_lut(self._unknown, self._scale)
+        np.multiply(cost, self._scale, out=cost_out)
 
     def add_patch_message(self, msg: Any) -> PatchResult:
         """add_patch for a sensor_msgs/Image patch_cost message (any object with its fields);
@@ -323,6 +327,17 @@ def resize_into(plane: np.ndarray, size: tuple[int, int], out: np.ndarray) -> No
     import cv2
 
     cv2.resize(plane, size, dst=out, interpolation=cv2.INTER_LINEAR)
+
+
+_UNKNOWN_LUT = np.ones((1, 256), np.float32)
+_UNKNOWN_LUT[0, 1] = np.nan  # False (known) -> 1, True (unknown) -> NaN
+
+
+def _mask_lut(unknown: np.ndarray, out: np.ndarray) -> None:
+    """(H, W) bool -> `out` (H, W) float32: 1 where known, NaN where unknown."""
+    import cv2
+
+    cv2.LUT(unknown.view(np.uint8), _UNKNOWN_LUT, dst=out)
 
 
 def _mask_size_problem(mask_shape: tuple[int, ...], image_size: tuple[int, int]) -> str | None:

@@ -6,8 +6,9 @@
 
 The five outputs (`OUTPUTS`): `cost` and `confidence` (32FC1 at camera size), `embedding`
 (32FC<D> at stride 4), `cost_overlay` and `embedding_viz` (rgb8). Payloads come without a copy
-where the pipeline already holds the bytes in message order (`FrameResult.payloads`: the frame
-buffer's slot, reused cost/confidence buffers); the overlay is painted into a reused buffer.
+where the pipeline already holds the bytes in message order (`FrameResult.payloads`: reused
+cost/confidence buffers); the embedding is transposed and the overlay painted into reused
+buffers.
 Every payload is valid until the next `render` / `Pipeline.process` call: publish (or copy) it
 before then. ROS-free: the node, replay and bench/bench_node.py all call this.
 """
@@ -44,6 +45,7 @@ class OutputRenderer:
         self.overlay_max_cost = overlay_max_cost
         self._painter = OverlayPainter()
         self._overlay: codec.MessageBuffer | None = None
+        self._embedding_buffer: codec.MessageBuffer | None = None
 
     def render(self, result: FrameResult, rgb: np.ndarray, wanted: Collection[str]
                ) -> dict[str, Encoded]:
@@ -68,11 +70,19 @@ class OutputRenderer:
         return out
 
     def _embedding(self, result: FrameResult) -> Encoded:
+        """(D, h, w) -> the 32FC<D> payload (h, w, D) by one transposing copy into a reused
+        buffer (OpenCV's blocked transpose: several times numpy's)."""
+        import cv2
+
         D, h, w = result.embedding.shape
-        data = result.payloads.embedding
-        if data is None:  # a frame the buffer did not keep: one transposing copy
-            data = codec.embedding_to_hwc(result.embedding).tobytes()
-        return Encoded(h, w, f'32FC{D}', data)
+        if self._embedding_buffer is None or self._embedding_buffer.array.shape != (h, w, D):
+            self._embedding_buffer = codec.MessageBuffer((h, w, D), np.float32)
+        out = self._embedding_buffer.array  # h, w, D
+        if result.embedding.flags.c_contiguous and D <= 512:
+            cv2.transpose(result.embedding.reshape(D, h * w), dst=out.reshape(h * w, D))
+        else:
+            np.copyto(out, result.embedding.transpose(1, 2, 0))
+        return Encoded(h, w, f'32FC{D}', self._embedding_buffer.data)
 
     def _paint_overlay(self, rgb: np.ndarray, cost: np.ndarray) -> Encoded:
         height, width = cost.shape

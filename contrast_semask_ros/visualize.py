@@ -36,7 +36,6 @@ class OverlayPainter:
         self._shape = (height, width)
         self._scaled = np.empty((height, width), np.float32)
         self._level = np.empty((height, width), np.uint8)
-        self._level3 = np.empty((height, width, 3), np.uint8)
         self._colours = np.empty((height, width, 3), np.uint8)
         self._blended = np.empty((height, width, 3), np.uint8)
         self._known = np.empty((height, width), bool)
@@ -57,8 +56,8 @@ class OverlayPainter:
         np.isfinite(cost, out=self._known)
         np.nan_to_num(self._scaled, copy=False, nan=0.0)  # NaN pixels are overwritten below
         np.copyto(self._level, self._scaled, casting='unsafe')  # H, W in 0..255
-        cv2.merge([self._level, self._level, self._level], dst=self._level3)
-        cv2.LUT(self._level3, _turbo_rgb(), dst=self._colours)  # H, W, 3
+        # a user colormap is a plain lookup (the built-in TURBO is rebuilt on every call)
+        cv2.applyColorMap(self._level, _turbo_rgb().reshape(256, 1, 3), dst=self._colours)
         cv2.addWeighted(rgb, 1.0 - alpha, self._colours, alpha, 0.0, dst=self._blended)
         np.right_shift(rgb, 1, out=out)  # unknown: the camera image at half brightness
         cv2.copyTo(self._blended, self._known.view(np.uint8), out)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TextureModel
 
 from contrast_semask_ros.backends import BackendError, Bank, open_backend
 from contrast_semask_train.model import build_model, save_checkpoint
@@ -209,3 +210,24 @@ def test_torch_cuda_backend_matches_cpu(models: tuple[Path, Path], cuda_graph: b
             for name in ('embedding', 'cost', 'confidence'):
                 np.testing.assert_allclose(getattr(a, name), getattr(b, name), atol=2e-2,
                                            err_msg=name)
+
+
+def test_embedding_out_receives_the_embedding(texture_model: TextureModel) -> None:
+    """Backend.infer(embedding_out=...): the ONNX Runtime backend binds its output to the
+    caller's array (no copy after the graph), with the same values as a plain run."""
+    backend = open_backend(texture_model.onnx)
+    spec = backend.spec
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (spec.height, spec.width, 3), dtype=np.uint8)
+    protos = rng.normal(size=(3, spec.embedding_dim))
+    bank = Bank((protos / np.linalg.norm(protos, axis=1, keepdims=True)).astype(np.float32),
+                np.array([0.1, 0.5, 0.9], np.float32))
+    plain = backend.infer(image, bank, 0.1)
+    plain = [a.copy() for a in plain[:3]]
+    out = np.full(spec.output('embedding').shape[1:], np.nan, np.float32)
+    bound = backend.infer(image, bank, 0.1, embedding_out=out)
+    assert np.shares_memory(bound.embedding, out)
+    for a, b in zip(plain, bound[:3], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(BackendError, match='embedding_out must be'):
+        backend.infer(image, bank, 0.1, embedding_out=np.zeros((2, 2), np.float32))

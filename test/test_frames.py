@@ -106,11 +106,11 @@ def test_memory_bound_is_max_frames_times_d_h_w_4() -> None:
     # D = 64 at 544x1024, stride 4: 136 x 256 x 64 x 4 bytes = 8.9 MB per frame.
     assert frame_bytes(64, 136, 256) == 136 * 256 * 64 * 4 == 8_912_896
     buffer.push(0, np.zeros((64, 136, 256), np.float32), (544, 1024))
-    assert buffer.memory_bound_bytes == 30 * 8_912_896
+    assert buffer.memory_bound_bytes == 31 * 8_912_896  # the frames and the spare slot
     assert buffer.nbytes == 8_912_896
     buffer.clear()  # the slot stays allocated for the next frames
     assert len(buffer) == 0 and buffer.nbytes == 0 and buffer.evicted == 0
-    assert buffer.memory_bound_bytes == 30 * 8_912_896
+    assert buffer.memory_bound_bytes == 31 * 8_912_896  # the frames and the spare slot
 
 
 def test_slots_are_reused_not_reallocated() -> None:
@@ -122,14 +122,13 @@ def test_slots_are_reused_not_reallocated() -> None:
     datas = set()
     for i in range(1, 8):
         buffer.push(i, embeddings[i], SIZE)
-        datas.add(id(buffer.lookup(i).data))
-    assert len(datas) == 3  # three slots, reused in turn
+        datas.add(buffer.lookup(i).embedding.__array_interface__['data'][0])
+    assert len(datas) == 4  # max_frames + 1 slots (the frames and a spare), reused in turn
     assert not buffer.is_current(first)  # frame 0 was evicted and its slot overwritten
     for i in (5, 6, 7):  # each kept frame still reads back its own embedding
         frame = buffer.lookup(i)
         assert buffer.is_current(frame)
         np.testing.assert_array_equal(frame.embedding, embeddings[i])
-        assert bytes(frame.data) == embeddings[i].transpose(1, 2, 0).tobytes()  # 32FC<D> rows
     buffer.clear()
     assert not buffer.is_current(frame)
 
@@ -144,8 +143,7 @@ def test_push_copies_the_embedding() -> None:
     buffer.push(2, np.ones((1, 4, 3, 5), np.float64), SIZE)  # backend layout, float64
     frame = buffer.lookup(2)
     assert frame.embedding.shape == (4, 3, 5) and frame.embedding.dtype == np.float32
-    assert frame.hwc.shape == (3, 5, 4) and frame.hwc.flags.c_contiguous
-    assert not frame.embedding.flags.writeable and not frame.hwc.flags.writeable
+    assert frame.embedding.flags.c_contiguous and not frame.embedding.flags.writeable
 
 
 def test_rejects_bad_inputs() -> None:
@@ -161,3 +159,27 @@ def test_rejects_bad_inputs() -> None:
     with pytest.raises(ValueError, match='tolerance_ns'):
         buffer.lookup(1, -1)
     assert len(buffer) == 0
+
+
+def test_spare_slot_is_kept_without_a_copy_and_never_a_held_frame() -> None:
+    buffer = FrameBuffer(2, 100.0)
+    rng = np.random.default_rng(1)
+    kept = {}
+    for stamp in range(1, 6):
+        spare = buffer.spare((4, 3, 5))
+        held = [buffer.lookup(s).embedding for s in buffer.stamps]
+        assert not any(np.shares_memory(spare, h) for h in held)  # never a frame in use
+        spare[...] = kept[stamp] = rng.normal(size=(4, 3, 5)).astype(np.float32)
+        assert buffer.push(stamp, spare, SIZE)
+        frame = buffer.lookup(stamp)
+        assert np.shares_memory(frame.embedding, spare)  # kept as written: no copy
+    assert buffer.stamps == (4, 5) and buffer.memory_bound_bytes == 3 * frame_bytes(4, 3, 5)
+    for stamp in (4, 5):
+        np.testing.assert_array_equal(buffer.lookup(stamp).embedding, kept[stamp])
+    # a spare pushed too old is not kept, and stays the spare
+    spare = buffer.spare((4, 3, 5))
+    assert not buffer.push(-10**12, spare, SIZE)
+    assert buffer.spare((4, 3, 5)) is spare
+    buffer.clear()  # the reserved spare is not handed out as a free slot
+    assert buffer.push(7, np.ones((4, 3, 5), np.float32), SIZE)
+    assert not np.shares_memory(buffer.lookup(7).embedding, spare)

@@ -113,8 +113,6 @@ def test_reused_outputs_equal_fresh_ones_and_carry_their_bytes(
     assert a.payloads.cost is None and b.payloads.cost is not None
     assert bytes(b.payloads.cost) == b.cost.astype('<f4').tobytes()
     assert bytes(b.payloads.confidence) == b.confidence.astype('<f4').tobytes()
-    # the embedding's bytes are the frame buffer's slot, in 32FC<D> (h, w, D) row order
-    assert bytes(b.payloads.embedding) == b.embedding.transpose(1, 2, 0).astype('<f4').tobytes()
     cost_data = b.payloads.cost
     c = reused.process(rgb, 3, want_confidence=False)
     assert c.payloads.cost is cost_data  # the same buffer, frame after frame

@@ -56,11 +56,28 @@ class Backend:
     def close(self) -> None:
         """Release the session, engine or device memory."""
 
-    def infer(self, image: np.ndarray, bank: Bank, temperature: float) -> BackendOutputs:
-        """image (H, W, 3) or (1, H, W, 3) uint8 RGB at the spec size; bank with K <= Kmax."""
+    def infer(self, image: np.ndarray, bank: Bank, temperature: float,
+              embedding_out: np.ndarray | None = None) -> BackendOutputs:
+        """image (H, W, 3) or (1, H, W, 3) uint8 RGB at the spec size; bank with K <= Kmax.
+
+        embedding_out: a C-contiguous (D, h, w) float32 array (the frame buffer's next slot)
+        that receives the embedding: the backend's own output transfer writes it there
+        (ONNX Runtime's output binding, TensorRT's device-to-host copy, PyTorch's copy to the
+        host) instead of into a buffer of its own that the caller copies again. The returned
+        embedding is then `embedding_out[None]`.
+        """
         start = time.perf_counter()
         feeds = self._stage(image, bank, temperature)
-        embedding, cost, confidence = self._run(feeds)
+        if embedding_out is not None:
+            want = self.spec.output(self.spec.output_names[0]).shape[1:]
+            if (embedding_out.shape != want or embedding_out.dtype != np.float32
+                    or not embedding_out.flags.c_contiguous):
+                raise BackendError(f'embedding_out must be a C-contiguous float32 {want} '
+                                   f'array, got {embedding_out.dtype} {embedding_out.shape}')
+        embedding, cost, confidence = self._run(feeds, embedding_out)
+        if embedding_out is not None and not np.shares_memory(embedding, embedding_out):
+            np.copyto(embedding_out, embedding[0])  # a backend without a direct path
+            embedding = embedding_out[None]
         return BackendOutputs(embedding, cost, confidence, (time.perf_counter() - start) * 1e3)
 
     def _stage(self, image: np.ndarray, bank: Bank, temperature: float) -> dict[str, np.ndarray]:
@@ -89,7 +106,9 @@ class Backend:
         # keyed by the spec's names, in its input order (EngineSpec.validate fixes the order)
         return dict(zip(spec.input_names, values, strict=True))
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], embedding_out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Run the graph on `feeds` (keyed by spec.input_names) and return the arrays of
-        spec.required_outputs (embedding, cost, confidence), in that order."""
+        spec.required_outputs (embedding, cost, confidence), in that order; the embedding
+        written into `embedding_out` (D, h, w) when given and the backend can."""
         raise NotImplementedError

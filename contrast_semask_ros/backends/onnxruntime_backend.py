@@ -40,11 +40,26 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f'{model_path} does not match its spec: graph inputs {inputs}, '
                                f'spec {expected}; re-export both together')
         self._outputs = [t.name for t in self.spec.required_outputs]
+        self._planes: tuple[np.ndarray, ...] | None = None  # cost, confidence (io binding)
         _logger.info('ONNX Runtime %s on %s', ort.__version__, self.providers)
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        embedding, cost, confidence = self.session.run(self._outputs, feeds)
-        return embedding, cost, confidence
+    def _run(self, feeds: dict[str, np.ndarray], embedding_out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if embedding_out is None or 'CPUExecutionProvider' != self.providers[0]:
+            embedding, cost, confidence = self.session.run(self._outputs, feeds)
+            return embedding, cost, confidence
+        # CPU: bind the outputs to host arrays, the embedding to the caller's (no copy after)
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        if self._planes is None:
+            self._planes = tuple(np.empty(t.shape, np.float32)
+                                 for t in self.spec.required_outputs[1:])  # cost, confidence
+        arrays = (embedding_out[None], *self._planes)
+        for name, array in zip(self._outputs, arrays, strict=True):
+            binding.bind_output(name, 'cpu', 0, np.float32, array.shape, array.ctypes.data)
+        self.session.run_with_iobinding(binding)
+        return arrays
 
     def close(self) -> None:
         self.session = None

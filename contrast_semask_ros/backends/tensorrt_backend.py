@@ -67,7 +67,8 @@ class TensorRTBackend(Backend):
         finally:
             self.context.pop()
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], embedding_out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cuda = self.cuda
         self.context.push()  # whichever thread calls infer gets the context
         try:
@@ -78,13 +79,17 @@ class TensorRTBackend(Backend):
             if not self.execution.execute_async_v3(self.stream.handle):
                 raise BackendError('TensorRT execute_async_v3 failed')
             names = [t.name for t in self.spec.required_outputs]
-            for name in names:
-                cuda.memcpy_dtoh_async(self.host[name], self.device_buffers[name], self.stream)
+            # the embedding straight into the caller's array (pageable: a synchronous copy)
+            hosts = [self.host[name] for name in names]
+            if embedding_out is not None:
+                hosts[0] = embedding_out[None]
+            for name, host in zip(names, hosts, strict=True):
+                cuda.memcpy_dtoh_async(host, self.device_buffers[name], self.stream)
             self.stream.synchronize()
         finally:
             self.context.pop()
         # the pinned host buffers are reused by the next call (documented in base.py)
-        embedding, cost, confidence = (self.host[name] for name in names)
+        embedding, cost, confidence = hosts
         return embedding, cost, confidence
 
     def close(self) -> None:

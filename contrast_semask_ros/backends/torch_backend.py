@@ -107,7 +107,8 @@ class TorchBackend(Backend):
         with torch.cuda.graph(self._graph), torch.inference_mode():
             self._graph_out = tuple(self._forward(*self._inputs.values()))
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _run(self, feeds: dict[str, np.ndarray], embedding_out: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         torch = self.torch
         if self.wrapper is None:
             raise BackendError('the PyTorch backend is closed')
@@ -121,11 +122,14 @@ class TorchBackend(Backend):
             else:
                 out = tuple(self._forward(*self._inputs.values()))
             # DeployOutputs starts with the required outputs, in the spec's order (checked above)
-            for host, device_out in zip(self._host_out, out[:len(self._host_out)], strict=True):
+            hosts = list(self._host_out)
+            if embedding_out is not None:  # straight into the caller's array (pageable)
+                hosts[0] = torch.from_numpy(embedding_out)[None]
+            for host, device_out in zip(hosts, out[:len(hosts)], strict=True):
                 host.copy_(device_out, non_blocking=cuda)
             if cuda:
                 torch.cuda.current_stream().synchronize()
-        return tuple(h.numpy() for h in self._host_out)  # type: ignore[return-value]
+        return tuple(h.numpy() for h in hosts)  # type: ignore[return-value]
 
     def close(self) -> None:
         self.wrapper = None
