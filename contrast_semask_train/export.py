@@ -39,7 +39,8 @@ from contrast_semask_train.model.precision import to_half_precision
 _logger = logging.getLogger('contrast_semask_export')
 
 OPSET = 18
-# Ops that mean a data-dependent graph or that TensorRT handles badly (export_notes.md).
+# Ops that mean a data-dependent graph or that TensorRT handles badly (the export test fails
+# on any of them in the deployable graph).
 FORBIDDEN_OPS = frozenset({'ScatterND', 'If', 'Loop', 'NonZero', 'Einsum', 'GatherND'})
 
 

@@ -3,8 +3,8 @@
 `build_engine` parses the exported ONNX file, builds an FP32 or FP16 engine for the GPU it runs
 on (a timing cache next to the engine speeds up rebuilds), and writes the engine with its
 EngineSpec extended by the TensorRT version, GPU name, compute capability and precision.
-TensorRT 11 removed `BuilderFlag.FP16` (export_notes.md §4.2): there, FP16 must come from an
-FP16 ONNX file, and this builder refuses `fp16=True` with that explanation.
+TensorRT 11 removed `BuilderFlag.FP16` (weakly typed precision flags are gone there): FP16
+must come from an FP16 ONNX file, and this builder refuses `fp16=True` with that explanation.
 
 INT8 (`int8=True, calibration_dir=DIR`): TensorRT's entropy calibrator (IInt8EntropyCalibrator2)
 over real images from DIR, resized to the engine size, with a random unit-norm prototype bank

@@ -1,4 +1,4 @@
-"""Import rules from docs/ARCHITECTURE.md, enforced.
+"""Import rules (README, "Repository layout"), enforced.
 
 - `contrast_semask_ros` (the runtime) imports without rclpy and without training/export packages;
   rclpy and the message packages only in `node.py`, inference libraries only in `backends/`.

@@ -1,10 +1,10 @@
 """TensorRT backend: a serialized engine run with the TensorRT 10 name-based I/O API.
 
-Device buffers, pinned host buffers and the stream come from pycuda. pycuda pitfalls
-(peers.md §1.9) handled here: no `pycuda.autoinit` (it binds a context to the importing
-thread); one context is created from the primary context and pushed in whichever thread calls
-`infer`, then popped, so ROS executor threads work; everything is freed in `close()` with the
-context current. Imports tensorrt and pycuda only when constructed.
+Device buffers, pinned host buffers and the stream come from pycuda. The pycuda pitfalls that
+other ROS inference nodes hit are handled here: no `pycuda.autoinit` (it binds a context to the
+importing thread); one context is created from the primary context and pushed in whichever
+thread calls `infer`, then popped, so ROS executor threads work; everything is freed in
+`close()` with the context current. Imports tensorrt and pycuda only when constructed.
 """
 
 from __future__ import annotations

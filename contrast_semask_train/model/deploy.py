@@ -1,7 +1,7 @@
 """The deployable graph: uint8 image and prototype bank in; embedding, cost, confidence out.
 
-One static-shape graph per deployment resolution does all the GPU work (ARCHITECTURE.md, "The
-deployable graph"), so TensorRT runs everything and the host only copies. The PyTorch and ONNX
+One static-shape graph per deployment resolution does all the GPU work (docs/MODEL.md §2.6),
+so TensorRT runs everything and the host only copies. The PyTorch and ONNX
 Runtime backends run this very module, so all backends are comparable by a parity check.
 
 Propagation (the math of contrast_semask_ros.propagation, which a test compares with this):

@@ -5,7 +5,8 @@ layers, attention matmuls and BatchNorm run in half precision; every LayerNorm k
 weights and computes in float32 (`Float32LayerNorm`); the attention softmaxes and the L2
 normalisation compute in float32 by construction (`layers.softmax_fp32`, `layers.l2_normalize`).
 This is the precision policy of the `--fp16` ONNX export (LayerNormalization, Softmax and
-ReduceL2 in fp32, as export_notes.md recommends for TensorRT) and of the PyTorch backend on CUDA.
+ReduceL2 in fp32: in fp16 they overflow or lose the normalisation, so TensorRT's own
+guidance for strongly typed networks is to keep them in fp32) and of the PyTorch backend on CUDA.
 """
 
 from __future__ import annotations
