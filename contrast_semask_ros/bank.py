@@ -76,6 +76,7 @@ class PatchPrototypes(NamedTuple):
     regions: list[RegionPrototype]  # in increasing cost order
     skipped_small: int  # regions of fewer than min_pixels grid cells
     skipped_nonfinite: int  # regions of +inf or -inf cost (NaN is "no measurement", not a region)
+    #                         or, with a cost range, of a finite cost outside it
     skipped_excess: int  # regions beyond max_regions (the smallest ones)
     skipped_degenerate: int  # regions whose mean embedding has ~zero or non-finite norm
 
@@ -104,7 +105,8 @@ def mask_to_grid(mask: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def prototypes_from_patch(mask: np.ndarray, embedding: np.ndarray, min_pixels: int = 16,
-                          max_regions: int = 64) -> PatchPrototypes:
+                          max_regions: int = 64,
+                          cost_range: tuple[float, float] | None = None) -> PatchPrototypes:
     """One unit-norm prototype per region of equal finite cost in `mask` (see the module doc).
 
     mask: (H, W) float cost image of the frame, NaN = no measurement, any size (usually the
@@ -120,11 +122,17 @@ def prototypes_from_patch(mask: np.ndarray, embedding: np.ndarray, min_pixels: i
                         f'measurement), got {mask.dtype} {mask.shape}')
     emb = _embedding(embedding)
     D, h, w = emb.shape
-    grid = mask_to_grid(mask, h, w).reshape(-1)  # h*w
-    if not np.issubdtype(grid.dtype, np.floating):
-        grid = grid.astype(np.float32)
+    # float32 first: the bank and the graph hold float32 costs, so 1e300 is +inf here
+    with np.errstate(over='ignore'):
+        grid = mask_to_grid(mask, h, w).reshape(-1).astype(np.float32)  # h*w
+    finite = np.isfinite(grid)
     skipped_nonfinite = int(np.isposinf(grid).any()) + int(np.isneginf(grid).any())
-    cells = np.flatnonzero(np.isfinite(grid))  # M
+    if cost_range is not None:
+        with np.errstate(invalid='ignore'):
+            outside = finite & ((grid < cost_range[0]) | (grid > cost_range[1]))
+        skipped_nonfinite += len(np.unique(grid[outside]))
+        finite &= ~outside
+    cells = np.flatnonzero(finite)  # M
     values, inverse, counts = np.unique(grid[cells], return_inverse=True, return_counts=True)
     big = np.flatnonzero(counts >= min_pixels)  # region ids, increasing cost
     skipped_small = len(values) - len(big)
@@ -154,7 +162,7 @@ class PrototypeBank:
 
     def __init__(self, embedding_dim: int, capacity: int, min_pixels: int = 16,
                  merge_similarity: float | None = None, eviction: str = 'oldest',
-                 max_regions: int = 64) -> None:
+                 max_regions: int = 64, cost_range: tuple[float, float] | None = None) -> None:
         for name, value in (('embedding_dim', embedding_dim), ('capacity', capacity),
                             ('min_pixels', min_pixels), ('max_regions', max_regions)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -170,6 +178,12 @@ class PrototypeBank:
         self.merge_similarity = None if merge_similarity is None else float(merge_similarity)
         self.eviction = eviction
         self.max_regions = max_regions
+        if cost_range is not None and not (len(cost_range) == 2 and np.isfinite(cost_range).all()
+                                           and cost_range[0] < cost_range[1]):
+            raise BankError(f'cost_range must be finite [low, high] with low < high, got '
+                            f'{cost_range!r}')
+        self.cost_range = None if cost_range is None else (float(cost_range[0]),
+                                                           float(cost_range[1]))
         self._prototypes = np.zeros((capacity, embedding_dim), np.float32)  # capacity, D
         self._costs = np.zeros(capacity, np.float64)  # running means
         self._counts = np.zeros(capacity, np.int64)  # measurements merged into each
@@ -218,12 +232,16 @@ class PrototypeBank:
         if not norm > _MIN_NORM:
             raise BankError(f'prototype must be finite and non-zero, got norm {norm}')
         cost = float(cost)
-        if not np.isfinite(cost):
-            raise BankError(f'cost must be finite, got {cost}; use a large finite cost for '
-                            'lethal terrain')
+        if not _finite_float32(cost) or not self._in_range(cost):
+            raise BankError(f'cost must be finite in float32 and within cost_range '
+                            f'{self.cost_range}, got {cost}; use the highest cost of the range '
+                            'for lethal terrain')
         stamp = _stamp(stamp_ns)
         with self._lock:
             return self._add((p / norm).astype(np.float32), cost, stamp)
+
+    def _in_range(self, cost: float) -> bool:
+        return self.cost_range is None or self.cost_range[0] <= cost <= self.cost_range[1]
 
     def add_patch(self, mask: np.ndarray, embedding: np.ndarray, stamp_ns: int, *,
                   image_size: tuple[int, int] | None = None) -> AddResult:
@@ -244,7 +262,8 @@ class PrototypeBank:
             raise BankError(f'embedding has {emb.shape[0]} dims but the bank holds '
                             f'{self.embedding_dim}-dim prototypes: build the bank with the '
                             "model's embedding width")
-        patch = prototypes_from_patch(mask, emb, self.min_pixels, self.max_regions)
+        patch = prototypes_from_patch(mask, emb, self.min_pixels, self.max_regions,
+                                      self.cost_range)
         added = merged = evicted = 0
         with self._lock:
             for region in patch.regions:
@@ -295,7 +314,11 @@ class PrototypeBank:
         if not path.is_file():
             raise BankError(f'bank file not found: {path}')
         try:
-            with np.load(path, allow_pickle=False) as data:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise BankError(f'{path} is a single array (.npy), not a bank: banks are .npz '
+                                'files written by ~/save_bank (PrototypeBank.save)')
+            with loaded as data:
                 missing = [key for key in _FILE_KEYS if key not in data.files]
                 arrays = {key: data[key] for key in _FILE_KEYS if key in data.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
@@ -304,22 +327,18 @@ class PrototypeBank:
         if missing or str(arrays['format']) != BANK_FORMAT:
             raise BankError(f'{path} is not a {BANK_FORMAT} file (missing {missing}, format '
                             f"{arrays.get('format')!s}); save banks with PrototypeBank.save")
-        D = self.embedding_dim
-        file_dim = int(arrays['embedding_dim'])
-        prototypes = arrays['prototypes']
-        if file_dim != D or prototypes.ndim != 2 or prototypes.shape[1] != D:
-            raise BankError(f'{path} holds {file_dim}-dim prototypes {prototypes.shape} but this '
-                            f"bank is {D}-dim (the model's embedding width): it was saved with "
-                            'another model; load a bank saved with this model, or start empty')
-        K = prototypes.shape[0]
-        costs, counts, stamps = arrays['costs'], arrays['counts'], arrays['stamps_ns']
-        if costs.shape != (K,) or counts.shape != (K,) or stamps.shape != (K,):
-            raise BankError(f'{path} is inconsistent: prototypes {prototypes.shape}, costs '
-                            f'{costs.shape}, counts {counts.shape}, stamps {stamps.shape}')
+        prototypes, costs, counts, stamps = _checked_file_arrays(path, arrays,
+                                                                 self.embedding_dim)
+        K = len(costs)
         norms = np.linalg.norm(prototypes.astype(np.float64), axis=1)  # K
-        if not (np.isfinite(costs).all() and (norms > _MIN_NORM).all() and (counts >= 1).all()):
+        if not (_finite_float32(costs) and (norms > _MIN_NORM).all()
+                and (counts >= 1).all()):
             raise BankError(f'{path} holds non-finite costs, zero or non-finite prototypes, or '
                             'counts < 1: it is corrupt')
+        if self.cost_range is not None and not all(self._in_range(c) for c in costs):
+            raise BankError(f'{path} holds costs in [{costs.min():g}, {costs.max():g}], outside '
+                            f'cost_range {self.cost_range}: it was saved with another cost '
+                            'scale; set cost_range to match, or start empty')
         # Rows saved by `save` are unit-norm and kept bit for bit; others are renormalised.
         off = np.abs(norms - 1.0)[:, None] > 1e-5  # K, 1
         prototypes = np.where(off, prototypes / norms[:, None], prototypes).astype(np.float32)
@@ -370,6 +389,41 @@ class PrototypeBank:
         for array in (self._prototypes, self._costs, self._counts, self._stamps):
             array[i:K - 1] = array[i + 1:K]
         self._size = K - 1
+
+
+def _finite_float32(values: float | np.ndarray) -> bool:
+    """Whether every value stays finite as float32 (what the bank and the graph hold)."""
+    with np.errstate(over='ignore'):
+        return bool(np.isfinite(np.asarray(values, np.float64).astype(np.float32)).all())
+
+
+def _checked_file_arrays(path: Path, arrays: dict[str, np.ndarray], dim: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(prototypes K x D float32, costs K float64, counts K int64, stamps K int64) from a bank
+    file's arrays, every field's dtype and shape checked; BankError saying which is wrong."""
+    def field(key: str, kinds: str, ndim: int) -> np.ndarray:
+        value = arrays[key]
+        if value.dtype.kind not in kinds or value.ndim != ndim:
+            want = {'f': 'float', 'iu': 'integer', 'fiu': 'number'}[kinds]
+            raise BankError(f'{path}: {key} must be a {ndim}-d {want} array, got {value.dtype} '
+                            f'{value.shape}; the file is not a bank written by '
+                            'PrototypeBank.save')
+        return value
+
+    file_dim = int(field('embedding_dim', 'iu', 0))
+    prototypes = field('prototypes', 'f', 2)
+    if file_dim != dim or prototypes.shape[1] != dim:
+        raise BankError(f'{path} holds {file_dim}-dim prototypes {prototypes.shape} but this '
+                        f"bank is {dim}-dim (the model's embedding width): it was saved with "
+                        'another model; load a bank saved with this model, or start empty')
+    K = prototypes.shape[0]
+    costs = field('costs', 'fiu', 1).astype(np.float64)
+    counts = field('counts', 'iu', 1).astype(np.int64)
+    stamps = field('stamps_ns', 'iu', 1).astype(np.int64)
+    if costs.shape != (K,) or counts.shape != (K,) or stamps.shape != (K,):
+        raise BankError(f'{path} is inconsistent: prototypes {prototypes.shape}, costs '
+                        f'{costs.shape}, counts {counts.shape}, stamps {stamps.shape}')
+    return prototypes, costs, counts, stamps
 
 
 def _victims(policy: str, counts: np.ndarray, stamps: np.ndarray) -> np.ndarray:

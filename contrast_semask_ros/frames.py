@@ -8,6 +8,10 @@ frame up by its `header.stamp`. The buffer is bounded two ways:
   (so out-of-order pushes are fine: the buffer always holds the newest stamps it was given);
 - by age: a frame older than `max_age_s` before the newest stamp goes, whatever the count.
 
+A stamp more than `max_age_s` away from the newest one is a clock jump, counted in `jumps`: back
+in time (a looped bag, a restarted simulator, or the first normal frame after a bogus far-future
+stamp) it restarts the buffer, so the frames after it are kept and matched again.
+
 Memory: the frames live in at most `max_frames` + 1 preallocated slots (one spare, which the
 backend writes the next frame's embedding into directly: `spare`) of D x h x w float32 (a slot
 is allocated the first time the buffer needs it and reused after an eviction, so a buffer in
@@ -91,6 +95,8 @@ class FrameBuffer:
         self._slots: list[_Slot] = []  # allocated on demand, at most max_frames + 1
         self._free: list[int] = []  # slot indices not holding a frame (nor the spare)
         self._spare: int | None = None  # the slot reserved by spare(), until pushed
+        self._jumps = 0
+        self.last_jump_s = 0.0  # the newest jump's size (negative: back in time)
         self._shape: tuple[int, int, int] | None = None  # D, h, w of the slots
         self._frame_bytes = 0  # bytes of one slot (0 before any push)
         self._evicted = 0
@@ -156,6 +162,7 @@ class FrameBuffer:
         array_ = as_embedding(embedding)
         size = _image_size(image_size)
         with self._lock:
+            self._detect_jump(stamp)
             if not self._admits(stamp):
                 self._evicted += 1
                 logger.debug('frame %d not kept: older than max_age_s=%g before the newest '
@@ -188,6 +195,33 @@ class FrameBuffer:
             self._frames[stamp] = frame
             self._evict()
         return True
+
+    def _detect_jump(self, stamp: int) -> None:
+        """A stamp more than max_age_s from the newest one held is a clock jump (a looped bag, a
+        restarted simulator, a bogus far-future stamp), not an old frame: count it, and on a
+        jump back restart the buffer, so learning goes on at the new time (the bank is not
+        touched). A jump ahead needs nothing more: the frames held age out. Caller holds the
+        lock."""
+        if not self._stamps:
+            return
+        step = stamp - self._stamps[-1]
+        if abs(step) <= self._max_age_ns:
+            return
+        self._jumps += 1
+        self.last_jump_s = step / 1e9
+        if step < 0:
+            logger.debug('stamp jumped back %.3f s: frame buffer restarted', -step / 1e9)
+            for frame in self._frames.values():
+                self._free.append(frame.slot)
+                self._slots[frame.slot].generation += 1
+            self._stamps.clear()
+            self._frames.clear()
+
+    @property
+    def jumps(self) -> int:
+        """Clock jumps seen (stamps more than max_age_s before or after the newest frame)."""
+        with self._lock:
+            return self._jumps
 
     def _admits(self, stamp: int) -> bool:
         """Whether a frame stamped `stamp` would survive eviction. Caller holds the lock."""

@@ -69,9 +69,9 @@ class _CostMap:
         self.stats, self.renderer = RuntimeStats(), OutputRenderer(v['overlay_max_cost'])
         out_qos = _qos(v['output_qos_depth'], v['output_reliability'])
         # a QoS mismatch would otherwise be a silent "no output"; count samples DDS lost
-        events = SubscriptionEventCallbacks(
+        events = SubscriptionEventCallbacks(  # lost: DDS's own running total, not summed deltas
             incompatible_qos=self._on_incompatible_qos, message_lost=lambda status: self.stats
-            .count('frames_lost_in_transport', status.total_count_change))
+            .gauge_max('frames_lost_in_transport', status.total_count))
         image_type = Image if v['image_transport'] == 'raw' else CompressedImage
         image_qos, keep = _qos(v['image_qos_depth'], v['image_reliability']), self._keep
         keep(self.destroy_subscription, self.create_subscription(
@@ -128,6 +128,8 @@ class _CostMap:
             'camera matches it)', throttle_duration_sec=THROTTLE_S)
 
     def _on_frame_error(self, msg: Any, err: Exception) -> None:
+        if not self.context.ok():  # shutting down (SIGINT): publishers are already invalid
+            return
         self.stats.count('frame_errors')
         self.get_logger().error(f'frame {codec.header_stamp_ns(msg.header)} failed: {err}',
                                 throttle_duration_sec=THROTTLE_S)
@@ -146,8 +148,9 @@ class _CostMap:
                   if name == 'cost' or pub.get_subscription_count() > 0}
         result = self.pipeline.process(rgb, stamp, want_confidence='confidence' in wanted)
         processed = time.perf_counter()
-        if result.size_change:  # counted by record_frame
-            self.get_logger().info(result.size_change, throttle_duration_sec=THROTTLE_S)
+        for notice in (result.size_change, result.stamp_jump):  # counted by record_frame
+            if notice:
+                self.get_logger().warn(notice, throttle_duration_sec=THROTTLE_S)
         for name, out in self.renderer.render(result, rgb, wanted).items():
             self._pubs[name].publish(codec.set_image_fields(self._msgs[name], *out, msg.header))
         self.stats.record_frame(
@@ -200,8 +203,7 @@ class CostMapNode(_CostMap, Node):
         self._active = True
 
 
-def _answer(response: Any, action: Any) -> Any:
-    """A Trigger response from `action()` (returns the message) or the error it raised."""
+def _answer(response: Any, action: Any) -> Any:  # Trigger response from action() or its error
     try:
         response.success, response.message = True, action()
     except (BankError, OSError, ValueError, TypeError) as err:

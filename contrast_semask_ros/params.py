@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 class Param(NamedTuple):
     name: str
-    type: type  # str, int, float or bool
+    type: type  # str, int, float, bool, or list (of two floats: a [low, high] range)
     default: Any
     description: str
     scope: str  # 'model' (opening it), 'pipeline', 'render', 'ros' (node only)
@@ -51,8 +51,8 @@ PARAMS: tuple[Param, ...] = (
           '.pt)', 'model', low=0),
     Param('input_width', int, 0, 'engine input width; 0 = from the EngineSpec (required for '
           '.pt)', 'model', low=0),
-    Param('temperature', float, 0.1, 'propagation temperature (cosine units), (0, 10]',
-          'pipeline', low=0.0, high=10.0, low_open=True, runtime=True),
+    Param('temperature', float, 0.1, 'propagation temperature (cosine units), [0.005, 10]',
+          'pipeline', low=0.005, high=10.0, runtime=True),
     Param('min_confidence', float, 0.5, 'cost is NaN (unknown) where the best similarity to '
           'the bank is below this, [-1, 1]', 'pipeline', low=-1.0, high=1.0, runtime=True),
     Param('bank_size', int, 0, "prototypes kept; 0 = the engine's Kmax (its bank size)",
@@ -69,12 +69,17 @@ PARAMS: tuple[Param, ...] = (
           low=0.0, low_open=True),
     Param('stamp_tolerance_s', float, 0.0, 'a patch matches the nearest frame within this; '
           '0 = exact', 'pipeline', low=0.0),
+    Param('cost_range', list, [0.0, 1.0], 'measured costs outside [low, high] (after the cast '
+          'to float32) are refused and counted; also checked in bank files', 'pipeline'),
+    Param('max_image_pixels', int, 25_000_000, 'camera frames of more pixels (width x height, '
+          'from the header before decoding) are refused and counted; 0 = no limit', 'model',
+          low=0),
     Param('image_transport', str, 'raw', 'raw (sensor_msgs/Image) or compressed '
           '(CompressedImage)', 'ros', choices=('raw', 'compressed')),
     Param('publish_embedding', bool, True, 'publish the 32FC<D> embedding image', 'ros'),
     Param('publish_confidence', bool, True, 'publish the confidence image', 'ros'),
-    Param('overlay_max_cost', float, 1.0, 'cost shown red in cost_overlay', 'render', low=0.0,
-          low_open=True, runtime=True),
+    Param('overlay_max_cost', float, 1.0, 'cost shown red in cost_overlay, [1e-06, 1e+06]',
+          'render', low=1e-6, high=1e6, runtime=True),
     Param('image_qos_depth', int, 1, 'image subscription depth (keep small: stale frames drop)',
           'ros', low=1),
     Param('image_reliability', str, 'best_effort', 'image subscription: best_effort or '
@@ -98,6 +103,8 @@ def check(name: str, value: Any) -> Any:
     param = BY_NAME.get(name)
     if param is None:
         raise ConfigError(f'unknown parameter {name!r}; known: {", ".join(BY_NAME)}')
+    if param.type is list:
+        return _check_range(name, value)
     try:
         if param.type is bool:
             if not isinstance(value, bool):
@@ -120,14 +127,27 @@ def check(name: str, value: Any) -> Any:
     if param.choices and converted not in param.choices:
         raise ConfigError(f'{name} must be one of {", ".join(param.choices)}, got {value!r}')
     if param.type in (int, float):
-        if isinstance(converted, float) and math.isnan(converted):
-            raise ConfigError(f'{name} must be a number, got NaN')
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ConfigError(f'{name} must be a finite number, got {value!r}')
         low_ok = (param.low is None or converted > param.low if param.low_open
                   else param.low is None or converted >= param.low)
         high_ok = param.high is None or converted <= param.high
         if not (low_ok and high_ok):
             raise ConfigError(f'{name} must be in {_range_text(param)}, got {value!r}')
     return converted
+
+
+def _check_range(name: str, value: Any) -> tuple[float, float]:
+    """A [low, high] pair of finite numbers with low < high, as a tuple of floats."""
+    try:
+        low, high = (float(v) for v in value)
+        if isinstance(value, (str, bytes)) or not (math.isfinite(low) and math.isfinite(high)
+                                                   and low < high):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f'{name} must be [low, high], two finite numbers with low < high, '
+                          f'got {value!r}') from None
+    return low, high
 
 
 def _range_text(param: Param) -> str:
@@ -138,7 +158,7 @@ def _range_text(param: Param) -> str:
 
 def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults, then each layer in order (later wins), every value checked."""
-    values = dict(DEFAULTS)
+    values = {name: check(name, value) for name, value in DEFAULTS.items()}
     for layer in layers:
         for name, value in layer.items():
             values[name] = check(name, value)
@@ -179,6 +199,11 @@ def add_cli_options(parser: argparse.ArgumentParser, scopes: Iterable[str]) -> N
         if param.scope not in scopes:
             continue
         flag = '--' + param.name.replace('_', '-')
+        if param.type is list:
+            parser.add_argument(flag, dest=param.name, type=float, nargs=2, default=None,
+                                metavar=('LOW', 'HIGH'),
+                                help=f'{param.description} (default {param.default!r})')
+            continue
         kind: Any = _parse_bool if param.type is bool else param.type
         parser.add_argument(flag, dest=param.name, type=kind, default=None,
                             choices=param.choices or None, metavar=None if param.choices else
@@ -213,6 +238,7 @@ class PipelineConfig:
     buffer_frames: int = DEFAULTS['buffer_frames']
     buffer_age_s: float = DEFAULTS['buffer_age_s']
     stamp_tolerance_s: float = DEFAULTS['stamp_tolerance_s']
+    cost_range: tuple[float, float] = tuple(DEFAULTS['cost_range'])
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> PipelineConfig:
@@ -224,6 +250,7 @@ class PipelineConfig:
         returns self with bank_size 0 replaced by the engine's Kmax."""
         for f in fields(self):
             check(f.name, getattr(self, f.name))
+        cost_range = check('cost_range', self.cost_range)
         bank_size = self.bank_size
         if max_bank_size is not None:
             if bank_size == 0:
@@ -239,7 +266,7 @@ class PipelineConfig:
             raise ConfigError(f'buffer_age_s must be finite, got {self.buffer_age_s}')
         if not self.stamp_tolerance_s < math.inf:
             raise ConfigError(f'stamp_tolerance_s must be finite, got {self.stamp_tolerance_s}')
-        if bank_size == self.bank_size:
+        if bank_size == self.bank_size and cost_range == self.cost_range:
             return self
         return PipelineConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)},
-                                 'bank_size': bank_size})
+                                 'bank_size': bank_size, 'cost_range': cost_range})

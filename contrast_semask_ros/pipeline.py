@@ -68,6 +68,7 @@ class FrameResult(NamedTuple):
     timings: StageTimings
     payloads: Payloads
     size_change: str | None  # 'camera size changed (h, w) -> (H, W)' on a new size, else None
+    stamp_jump: str | None  # what happened on a clock jump (frames.FrameBuffer), else None
 
 
 # PatchResult.status
@@ -124,7 +125,7 @@ class Pipeline:
         self.frames = FrameBuffer(config.buffer_frames, config.buffer_age_s)
         self.bank = PrototypeBank(
             spec.embedding_dim, config.bank_size, config.min_patch_pixels,
-            config.merge_similarity or None, config.eviction)
+            config.merge_similarity or None, config.eviction, cost_range=config.cost_range)
         self.reuse_outputs = reuse_outputs
         self._planes: dict[str, MessageBuffer] = {}  # cost, confidence at camera size
         self._unknown: np.ndarray | None = None  # H, W bool scratch
@@ -206,8 +207,14 @@ class Pipeline:
         spare = self.frames.spare(self._embedding_shape)  # D, h, w
         outputs = self.backend.infer(engine_input, bank, self.temperature, embedding_out=spare)
         inferred = time.perf_counter()
+        jumps = self.frames.jumps
         frame = (self.frames.lookup(stamp_ns)
                  if self.frames.push(stamp_ns, spare, (height, width)) else None)
+        stamp_jump = (None if self.frames.jumps == jumps else
+                      f'frame stamp jumped {self.frames.last_jump_s:+.3f} s from the newest '
+                      'buffered frame: ' + ('frame buffer restarted, bank kept'
+                                            if self.frames.last_jump_s < 0 else
+                                            'older frames age out'))
         if frame is None:  # too old to be kept (an out-of-order stamp): a private copy
             embedding = outputs.embedding[0].copy()  # D, h, w (the spare is reused next)
             embedding.flags.writeable = False
@@ -227,7 +234,7 @@ class Pipeline:
                        f'camera size changed {self._camera_size} -> {(height, width)}')
         self._camera_size = (height, width)
         return FrameResult(stamp_ns, embedding, cost, confidence, len(bank.costs), timings,
-                           payloads, size_change)
+                           payloads, size_change, stamp_jump)
 
     def _plane(self, name: str, height: int, width: int
                ) -> tuple[np.ndarray, array.array | None]:

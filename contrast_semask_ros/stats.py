@@ -52,6 +52,12 @@ class RuntimeStats:
         with self._lock:
             self._gauges[key] = value
 
+    def gauge_max(self, key: str, value: float) -> None:
+        """A running total reported by someone else (e.g. DDS's lost-sample count): kept as
+        the largest value seen, so a stray smaller report never makes it go back."""
+        with self._lock:
+            self._gauges[key] = max(self._gauges.get(key, 0.0), float(value))
+
     def latency(self, stage: str, ms: float) -> None:
         with self._lock:
             self._add_latency(stage, ms)
@@ -77,6 +83,7 @@ class RuntimeStats:
             self._frame_times.append(time.monotonic() if now_s is None else now_s)
             self._counts['frames_out'] += 1
             self._counts['size_changes'] += result.size_change is not None
+            self._counts['stamp_jumps'] += result.stamp_jump is not None
             for stage, ms in result.timings._asdict().items():
                 self._add_latency(stage, ms)
             self._add_latency('decode_ms', decode_ms)

@@ -40,6 +40,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 
 from contrast_semask_ros import codec
+from contrast_semask_ros.bank import BANK_FORMAT
 
 H, W = 120, 200  # camera size; the test model's engine is 96x128
 FRAME_ID = 'camera_optical'
@@ -241,6 +242,91 @@ def scenario_main(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     return result
 
 
+def _bad_bank_files(root: Path) -> dict[str, Path]:
+    """Readable bank files that are not banks: wrong field types, a plain .npy."""
+    good = {'format': np.array(BANK_FORMAT), 'embedding_dim': np.array(32),
+            'prototypes': np.eye(2, 32, dtype=np.float32), 'costs': np.array([0.1, 0.9]),
+            'counts': np.array([1, 1]), 'stamps_ns': np.array([1, 2])}
+    files = {'valid': root / 'valid.npz'}
+    np.savez(files['valid'], **good)  # preloaded at start (bank_load_path must exist then)
+    for name, change in (('dim_array', {'embedding_dim': np.array([32, 32])}),
+                         ('dim_string', {'embedding_dim': np.array('32')}),
+                         ('costs_string', {'costs': np.array(['a', 'b'])}),
+                         ('costs_huge', {'costs': np.array([0.1, 1e300])})):
+        files[name] = root / f'{name}.npz'
+        np.savez(files[name], **{**good, **change})
+    files['plain_npy'] = root / 'plain_npy.npz'
+    with open(files['plain_npy'], 'wb') as f:
+        np.save(f, np.zeros((2, 32), np.float32))
+    return files
+
+
+def scenario_hostile(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
+    """Inputs that did harm before (issue 13): malformed bank files through ~/load_bank, clock
+    jumps, costs out of range or beyond float32, bad run-time parameters, wrong mask sizes;
+    then the node must still learn. Also ~/load_bank of a good file and frames_dropped."""
+    result: dict[str, Any] = {}
+    root = Path.cwd()
+    files = _bad_bank_files(root)
+    bank_link = root / 'load_me.npz'
+    bank_link.unlink(missing_ok=True)
+    bank_link.symlink_to(files.pop('valid'))
+    proc = start_node(args, ['-p', 'bank_size:=32', '-p', 'buffer_frames:=10',
+                             '-p', 'buffer_age_s:=5.0', '-p', 'diagnostics_period_s:=0.5',
+                             '-p', f'bank_load_path:={bank_link}',
+                             '-p', f'bank_save_path:={root / "saved.npz"}'])
+    try:
+        sec = probe.frames_until('cost', 100, 1, timeout=60)
+        loads = {}
+        for name, path in files.items():  # the service reads bank_load_path: point it there
+            bank_link.unlink(missing_ok=True)
+            bank_link.symlink_to(path)
+            answer = probe.call(Trigger, '/cost_map/load_bank', Trigger.Request())
+            loads[name] = {'success': answer.success, 'message': answer.message}
+        result['bad_loads'] = loads
+        # clock jumps: one far-future stamp, then the camera's clock goes on; then back in time
+        probe.send_frame(10**9)
+        probe.spin_for(0.3)
+        sec = probe.frames_until('cost', sec, len(probe.received['cost']) + 3, timeout=20)
+        processed = probe.received['cost'][-1].header.stamp.sec
+        probe.send_patch(processed, patch_mask(0.2, 0.9))
+        probe.spin_for(0.3)
+        sec = probe.frames_until('cost', 20, len(probe.received['cost']) + 3, timeout=20)
+        after_jump_back = probe.received['cost'][-1].header.stamp.sec
+        # out-of-range and float32-overflowing costs, a mask of the wrong size
+        for mask in (patch_mask(5.0, -3.0), patch_mask(1e300, 0.5).astype(np.float64)):
+            probe.send_patch(after_jump_back, mask, '64FC1' if mask.dtype == np.float64
+                             else '32FC1')
+            probe.spin_for(0.25)
+        probe.send_patch(after_jump_back, np.full((H, W + 1), 0.5, np.float32))
+        probe.spin_for(0.25)
+        result['bad_params'] = {
+            'temperature_tiny': probe.set_param('temperature', 1e-300),
+            'overlay_inf': probe.set_param('overlay_max_cost', float('inf')),
+            'cost_range_bad': probe.set_param('min_confidence', float('nan'))}
+        # still learning at the new time: a patch on a frame after the jump back converges
+        probe.send_patch(after_jump_back, patch_mask(0.3, 0.8))
+        sec = probe.frames_until(
+            'cost', sec, 1, timeout=20,
+            condition=lambda msgs: abs(halves(msgs[-1])[1] - 0.8) < 0.1)
+        result['after'] = halves(probe.received['cost'][-1])
+        # a good bank file loads through the service
+        saved = probe.call(Trigger, '/cost_map/save_bank', Trigger.Request())
+        bank_link.unlink(missing_ok=True)
+        bank_link.symlink_to(root / 'saved.npz')
+        good = probe.call(Trigger, '/cost_map/load_bank', Trigger.Request())
+        result['good_load'] = {'saved': saved.success, 'success': good.success,
+                               'message': good.message}
+        # frames faster than the node takes them: the newest wins, the others count as dropped
+        for i in range(30):
+            probe.send_frame(sec + i)
+        probe.spin_for(1.5)
+        result['diagnostics'] = probe.counters()
+    finally:
+        stop_node(proc, result)
+    return result
+
+
 def scenario_params(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     result: dict[str, Any] = {}
     proc = start_node(args, ['-r', '__ns:=/robot1', '-p', 'temperature:=0.2'])
@@ -429,7 +515,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument('scenario',
                         choices=['main', 'params', 'bad_start', 'bag', 'rate', 'qos',
-                                 'lifecycle'])
+                                 'lifecycle', 'hostile'])
     parser.add_argument('--rates', default='5,10,20,40')
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--size', default='544x1024')
@@ -451,7 +537,8 @@ def main() -> int:
         try:
             run = {'main': scenario_main, 'params': scenario_params,
                    'bag': scenario_bag, 'rate': scenario_rate,
-                   'qos': scenario_qos, 'lifecycle': scenario_lifecycle}[args.scenario]
+                   'qos': scenario_qos, 'lifecycle': scenario_lifecycle,
+                   'hostile': scenario_hostile}[args.scenario]
             result = run(args, probe)
             result['received'] = {t: [describe(m) for m in probe.received[t]] for t in OUTPUTS}
             result['probe_rclpy'] = metadata.version('ros-rclpy')

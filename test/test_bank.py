@@ -317,3 +317,61 @@ def test_propagation_from_a_patch_recovers_the_measured_costs() -> None:
     np.testing.assert_allclose(cost[region_a], 0.8, atol=1e-3)
     np.testing.assert_allclose(cost[~region_a], 0.1, atol=1e-3)
     assert confidence.min() > 0.9
+
+
+def _saved_bank(tmp_path: Path) -> dict[str, np.ndarray]:
+    bank = PrototypeBank(6, 8)
+    for k in range(3):
+        bank.add(np.eye(6)[k], 0.25 * k, 100 + k)
+    with np.load(bank.save(tmp_path / 'good.npz')) as data:
+        return {key: data[key] for key in data.files}
+
+
+@pytest.mark.parametrize(('field', 'value', 'message'), [
+    ('embedding_dim', np.array([6, 6]), 'embedding_dim must be a 0-d integer'),
+    ('embedding_dim', np.array('6'), 'embedding_dim must be a 0-d integer'),
+    ('costs', np.array(['a', 'b', 'c']), 'costs must be a 1-d number'),
+    ('counts', np.array(['1', '1', '1']), 'counts must be a 1-d integer'),
+    ('prototypes', np.array([['x'] * 6] * 3), 'prototypes must be a 2-d float'),
+    ('stamps_ns', np.zeros((3, 2), np.int64), 'stamps_ns must be a 1-d integer'),
+    ('costs', np.array([0.0, 1e300, 0.5]), 'non-finite costs'),  # inf once float32
+    ('costs', np.array([0.0, -3.0, 0.5]), 'outside cost_range'),
+])
+def test_load_refuses_malformed_fields_with_the_reason(tmp_path: Path, field: str,
+                                                        value: np.ndarray, message: str) -> None:
+    arrays = _saved_bank(tmp_path)
+    arrays[field] = value
+    path = tmp_path / 'bad.npz'
+    np.savez(path, **arrays)
+    bank = PrototypeBank(6, 8, cost_range=(0.0, 1.0))
+    bank.add(np.eye(6)[5], 0.5, 1)
+    with pytest.raises(BankError, match=message):
+        bank.load(path)
+    assert len(bank) == 1  # nothing changed
+
+
+def test_load_refuses_a_plain_npy_array(tmp_path: Path) -> None:
+    path = tmp_path / 'bank.npz'
+    with open(path, 'wb') as f:
+        np.save(f, np.zeros((3, 6), np.float32))
+    with pytest.raises(BankError, match=r'single array \(\.npy\), not a bank'):
+        PrototypeBank(6, 8).load(path)
+
+
+def test_costs_are_checked_after_the_float32_cast_and_against_the_range() -> None:
+    emb = np.zeros((4, 2, 4), np.float32)
+    emb[0] = 1.0  # every cell the same unit vector
+    mask = np.full((8, 16), np.nan, np.float64)
+    mask[:, :4] = 1e300  # finite in float64, +inf in float32
+    mask[:, 4:8] = -5.0  # outside [0, 1]
+    mask[:, 8:12] = 0.5
+    patch = prototypes_from_patch(mask, emb, min_pixels=1, cost_range=(0.0, 1.0))
+    assert [r.cost for r in patch.regions] == [0.5]
+    assert patch.skipped_nonfinite == 2  # the +inf region and the out-of-range one
+    bank = PrototypeBank(4, 8, min_pixels=1, cost_range=(0.0, 1.0))
+    result = bank.add_patch(mask, emb, 1)
+    assert result.added == 1 and result.skipped_invalid == 2
+    for cost in (1e300, -1e30, 3.4e38, 1.5):
+        with pytest.raises(BankError, match='cost_range'):
+            bank.add(np.eye(4)[1], cost, 2)
+    assert bank.costs.tolist() == [0.5]

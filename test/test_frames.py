@@ -61,9 +61,26 @@ def test_out_of_order_pushes_are_sorted_and_bounded() -> None:
     assert buffer.push(15 * MS, _emb(), SIZE)  # full: the oldest (10) goes, 15 stays
     assert buffer.stamps == (15 * MS, 20 * MS, 30 * MS)
     assert not buffer.push(5 * MS, _emb(), SIZE)  # older than every kept frame of a full buffer
-    buffer = _buffer([2000], max_age_s=1.0)
-    assert not buffer.push(500 * MS, _emb(), SIZE)  # 1.5 s older than the newest
-    assert buffer.stamps == (2000 * MS,)
+
+
+
+def test_a_clock_jump_back_restarts_the_buffer_and_learning_goes_on() -> None:
+    buffer = _buffer([1000, 1100, 1200], max_frames=10, max_age_s=1.0)
+    assert buffer.push(500 * MS, _emb(), SIZE)  # 0.7 s back: an out-of-order frame, kept
+    assert buffer.jumps == 0 and len(buffer) == 4
+    assert buffer.push(100 * MS, _emb(), SIZE)  # 1.1 s before the newest: a jump back
+    assert buffer.jumps == 1 and buffer.last_jump_s == pytest.approx(-1.1)
+    assert buffer.stamps == (100 * MS,)  # restarted at the new time
+
+
+def test_one_far_future_stamp_does_not_stop_learning() -> None:
+    buffer = _buffer([100, 200, 300], max_frames=10, max_age_s=1.0)
+    assert buffer.push(10**9 * MS, _emb(), SIZE)  # a bogus stamp 11 days ahead
+    assert buffer.jumps == 1 and buffer.stamps == (10**9 * MS,)  # the others aged out
+    for t in (400, 500, 600):  # the camera's clock goes on
+        assert buffer.push(t * MS, _emb(float(t)), SIZE)
+    assert buffer.jumps == 2 and buffer.stamps == (400 * MS, 500 * MS, 600 * MS)
+    assert buffer.lookup(500 * MS).embedding[0, 0, 0] == 500.0  # patches find their frames
 
 
 def test_same_stamp_replaces_the_frame() -> None:
@@ -176,9 +193,9 @@ def test_spare_slot_is_kept_without_a_copy_and_never_a_held_frame() -> None:
     assert buffer.stamps == (4, 5) and buffer.memory_bound_bytes == 3 * frame_bytes(4, 3, 5)
     for stamp in (4, 5):
         np.testing.assert_array_equal(buffer.lookup(stamp).embedding, kept[stamp])
-    # a spare pushed too old is not kept, and stays the spare
+    # a spare not kept (older than every frame of the full buffer) stays the spare
     spare = buffer.spare((4, 3, 5))
-    assert not buffer.push(-10**12, spare, SIZE)
+    assert not buffer.push(3, spare, SIZE)
     assert buffer.spare((4, 3, 5)) is spare
     buffer.clear()  # the reserved spare is not handed out as a free slot
     assert buffer.push(7, np.ones((4, 3, 5), np.float32), SIZE)

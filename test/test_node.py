@@ -142,3 +142,29 @@ def test_lifecycle_node_publishes_only_while_active(texture_model: TextureModel,
     assert run['cleanup'] and run['after_cleanup'] == 'unconfigured'
     assert run['configure_again'] and run['activate_again'] and run['costs_again'] >= 2
     assert run['exit_code'] == 0 and 'Traceback' not in run['node_log'], run['node_log']
+
+
+def test_hostile_inputs_that_did_harm_are_refused_and_learning_goes_on(
+        texture_model: TextureModel, tmp_path: Path) -> None:
+    run = _drive('hostile', texture_model.onnx, tmp_path, domain_id=50)
+    assert run['exit_code'] == 0 and 'Traceback' not in run['node_log'], run['node_log']
+    for name, answer in run['bad_loads'].items():  # answered, not a dead node
+        assert not answer['success'], name
+    assert 'embedding_dim must be a 0-d integer' in run['bad_loads']['dim_array']['message']
+    assert 'costs must be a 1-d number' in run['bad_loads']['costs_string']['message']
+    assert 'non-finite costs' in run['bad_loads']['costs_huge']['message']
+    assert 'single array (.npy)' in run['bad_loads']['plain_npy']['message']
+    bad = run['bad_params']
+    assert not bad['temperature_tiny']['successful'] and '0.005' in bad['temperature_tiny'][
+        'reason']
+    assert not bad['overlay_inf']['successful'] and 'finite' in bad['overlay_inf']['reason']
+    assert not bad['cost_range_bad']['successful']
+    diag = run['diagnostics']
+    assert diag['stamp_jumps'] >= 2  # the far-future stamp, then back; and back to 20
+    assert diag['patches_rejected'] >= 1  # the (H, W + 1) mask
+    assert diag['patch_regions_invalid'] >= 3  # 5.0 and -3.0 outside [0, 1], 1e300 inf
+    assert diag['frames_dropped'] >= 1 and diag['frames_dropped'] < diag['frames_in']
+    grass, brick, _ = run['after']  # learning after the jumps: the last patch's costs
+    assert abs(brick - 0.8) < 0.1 and abs(grass - 0.3) < 0.15
+    assert run['good_load']['saved'] and run['good_load']['success'], run['good_load']
+    assert 'loaded' in run['good_load']['message']

@@ -31,6 +31,8 @@ def _readme_default(param: params.Param) -> str:
         return 'true' if param.default else 'false'
     if param.type is str:
         return param.default if param.default else "''"
+    if param.type is list:
+        return repr(param.default)
     return repr(param.default)
 
 
@@ -47,13 +49,20 @@ def test_readme_table_matches_the_parameter_table() -> None:
 def test_pipeline_config_defaults_come_from_the_table() -> None:
     config = PipelineConfig()
     for name in PipelineConfig.__dataclass_fields__:
-        assert getattr(config, name) == params.DEFAULTS[name], name
+        assert getattr(config, name) == params.check(name, params.DEFAULTS[name]), name
         assert params.BY_NAME[name].scope == 'pipeline'
 
 
 @pytest.mark.parametrize(('name', 'value', 'message'), [
-    ('temperature', 0.0, r'temperature must be in \(0, 10\]'),
-    ('temperature', math.nan, 'NaN'),
+    ('temperature', 0.0, r'temperature must be in \[0.005, 10\]'),
+    ('temperature', 1e-300, r'temperature must be in \[0.005, 10\]'),  # float32 0
+    ('overlay_max_cost', math.inf, 'finite'),
+    ('overlay_max_cost', 1e-320, r'\[1e-06, 1e\+06\]'),
+    ('cost_range', [1.0, 0.0], 'low < high'),
+    ('cost_range', [0.0, math.inf], 'two finite numbers'),
+    ('cost_range', 0.5, r'\[low, high\]'),
+    ('max_image_pixels', -1, 'max_image_pixels must be in'),
+    ('temperature', math.nan, 'finite'),
     ('min_confidence', 1.5, r'\[-1, 1\]'),
     ('bank_size', -1, 'bank_size must be in'),
     ('bank_size', 2.5, 'bank_size must be an integer'),
@@ -84,7 +93,7 @@ def test_bank_size_zero_means_the_engines_kmax() -> None:
 def test_reads_the_nodes_own_parameter_file(tmp_path: Path) -> None:
     values = params.read_params_file(REPO / 'config' / 'cost_map.yaml')
     assert set(values) == {p.name for p in PARAMS} - {'model_path'}
-    assert params.resolve(values) == {**params.DEFAULTS}  # the file holds the defaults
+    assert params.resolve(values) == params.resolve({})  # the file holds the defaults
     named = tmp_path / 'named.yaml'
     named.write_text('/**:\n  ros__parameters:\n    temperature: 0.3\n'
                      'cost_map:\n  ros__parameters:\n    temperature: 0.05\n')
