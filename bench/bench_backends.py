@@ -1,4 +1,4 @@
-"""Latency of the deployable graph per backend (median and p99 of `infer`, bank of K prototypes).
+"""Latency of the deployable graph per backend (median and p90 of `infer`, bank of K prototypes).
 
 Random weights (latency does not depend on them). Exports the ONNX graph first.
     PYTHONPATH=. .venv/bin/python bench/bench_backends.py --variant small --size 544x1024 \\
@@ -77,7 +77,7 @@ def main() -> None:
             median = float(np.median(times))
             _logger.info('| %s | %s | %dx%d | K=%d | %s | %s | %.1f | %.1f | %.2f |',
                          args.variant, config, height, width, args.bank_size, precision,
-                         hardware, median, np.percentile(times, 99), flops / median / 1e9)
+                         hardware, median, np.percentile(times, 90), flops / median / 1e9)
 
 
 def network_flops(model: torch.nn.Module, height: int, width: int) -> float:

@@ -4,7 +4,8 @@ Every test that starts DDS (any rclpy node) goes through `run_sealed`: the comma
 `unshare --net` (as root, or as a mapped root in a new user namespace otherwise), the namespace's
 loopback is brought up, and the environment sets `ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST` and a
 per-run `ROS_DOMAIN_ID`. The namespace has no other interface, so even a misconfigured
-participant cannot reach the network. Tests skip with the reason when no namespace can be made.
+participant cannot reach the network. Tests skip with the reason when no namespace can be made,
+and fail instead under CI (CI=true): `require_sealed_dds`.
 """
 
 from __future__ import annotations
@@ -39,6 +40,33 @@ def netns_unavailable_reason() -> str | None:
                 'util-linux/iproute2, and root or unprivileged user namespaces); DDS tests are '
                 'never run on the open network')
     return None
+
+
+def on_ci() -> bool:
+    """CI sets CI=true (`.ci/run` too): there a test that cannot run must fail, never skip."""
+    return os.environ.get('CI', '').strip().lower() in ('true', '1', 'yes')
+
+
+def skip_or_fail(reason: str, module_level: bool = False) -> None:
+    """pytest.skip with the reason here; pytest.fail under CI, so that a CI run can never pass
+    with its DDS tests silently skipped."""
+    import pytest
+
+    if on_ci():
+        pytest.fail(f'CI=true, and this test cannot run: {reason}', pytrace=False)
+    pytest.skip(reason, allow_module_level=module_level)
+
+
+def require_sealed_dds(module_level: bool = False) -> None:
+    """Skip (fail under CI) unless rclpy imports and a private network namespace can be made."""
+    try:
+        import rclpy  # noqa: F401
+    except ImportError as err:
+        skip_or_fail(f'needs the real rclpy wheels (requirements/ros-jazzy.txt): {err}',
+                     module_level)
+    reason = netns_unavailable_reason()
+    if reason is not None:
+        skip_or_fail(reason, module_level)
 
 
 def without_wheel_bootstrap(env: dict[str, str]) -> dict[str, str]:

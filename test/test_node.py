@@ -11,12 +11,10 @@ from typing import Any
 
 import pytest
 from conftest import TextureModel
-from ros_harness import netns_unavailable_reason, run_sealed
+from ros_harness import require_sealed_dds, run_sealed
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-pytest.importorskip('rclpy', reason='needs the real rclpy wheels (requirements/ros-jazzy.txt)')
-if (_reason := netns_unavailable_reason()) is not None:
-    pytest.skip(_reason, allow_module_level=True)
+require_sealed_dds(module_level=True)  # skips here without a namespace; fails under CI=true
 
 HERE = Path(__file__).resolve().parent
 H, W = 120, 200
@@ -78,7 +76,8 @@ def test_bad_inputs_are_survived_and_counted(main_run: dict[str, Any]) -> None:
     assert diag['patch_regions_invalid'] >= 1  # infinite cost
     assert diag['patches_empty'] >= 2  # all-NaN mask, the infinite one
     assert diag['patches_in'] >= 16 and diag['frames_out'] >= 5
-    assert diag['bank_size'] >= 0 and diag['infer_ms median'] > 0
+    assert 0 < diag['bank_size'] <= 32  # learned, within the bank_size the node was given
+    assert 0 < diag['infer_ms median'] < 5000 and diag['frames_out'] <= diag['frames_in']
     # still learning and publishing afterwards, with the camera's header
     grass, brick, _ = main_run['after_bad_inputs']
     assert abs(grass - 0.2) < 0.1 and abs(brick - 0.9) < 0.1

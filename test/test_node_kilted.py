@@ -11,17 +11,14 @@ from typing import Any
 
 import pytest
 from conftest import TextureModel
-from ros_harness import netns_unavailable_reason, run_sealed
+from ros_harness import require_sealed_dds, run_sealed, skip_or_fail
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 KILTED = REPO / '.venv-kilted' / 'bin'
 if not (KILTED / 'cost_map_node').is_file():
-    pytest.skip('no .venv-kilted: run `make setup-kilted` (make test does)',
-                allow_module_level=True)
-pytest.importorskip('rclpy', reason='needs the real rclpy wheels (requirements/ros-jazzy.txt)')
-if (_reason := netns_unavailable_reason()) is not None:
-    pytest.skip(_reason, allow_module_level=True)
+    skip_or_fail('no .venv-kilted: run `make setup-kilted` (make test does)', module_level=True)
+require_sealed_dds(module_level=True)
 
 
 def _drive(python: Path | str, model: Path, out_dir: Path, domain_id: int,
