@@ -15,6 +15,7 @@ used by the exporter and the PyTorch backend alike.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -60,6 +61,10 @@ class EngineSpec:
     opset: int
     precision: str  # fp32 | fp16 | int8
     model_config: dict = field(default_factory=dict)
+    # sha256 of the ONNX file this spec was written with (export) or built from (engines):
+    # `read_spec` refuses an ONNX file that does not match, i.e. files of different exports
+    onnx_sha256: str = ''
+    engine_sha256: str = ''  # engines: sha256 of the engine file, checked the same way
     tensorrt_version: str = ''  # engines only
     gpu_name: str = ''
     compute_capability: str = ''
@@ -179,9 +184,10 @@ class EngineSpec:
             spec = cls(**{**values, **tensors, 'mean': tuple(values['mean']),
                           'std': tuple(values['std']),
                           'class_names': tuple(values['class_names'])})
-        except (KeyError, TypeError) as err:
-            raise EngineSpecError(f'malformed engine spec: {err}') from err
-        spec.validate()
+            spec.validate()
+        except (KeyError, TypeError, AttributeError) as err:
+            raise EngineSpecError(f'malformed engine spec: {type(err).__name__} {err}'
+                                  ) from err
         return spec
 
 
@@ -196,14 +202,62 @@ def write_spec(spec: EngineSpec, model_path: str | os.PathLike) -> Path:
     return atomic_write_text(spec_path(model_path), spec.to_json())
 
 
-def read_spec(model_path: str | os.PathLike) -> EngineSpec:
-    """Read and validate the sidecar of a model file; a clear error says how to get one."""
+REEXPORT = ('export again with `contrast-semask-export onnx` (and `trt` for an engine), '
+            'which writes the model file and its spec together')
+
+
+def read_spec(model_path: str | os.PathLike, verify: bool = True) -> EngineSpec:
+    """Read and validate the sidecar of a model file; a clear one-line error names the file,
+    what is wrong and how to get a good one.
+
+    `verify`: when the spec records the sha256 of its ONNX file (or engine), the model file at
+    `model_path` must have it: a spec and a model file from different exports are refused.
+    """
     path = spec_path(model_path)
     if not path.is_file():
         raise EngineSpecError(f'no engine spec next to {model_path} (expected {path}); '
                               'export with `contrast-semask-export onnx`, which writes both')
     try:
-        values = json.loads(path.read_text())
+        values = json.loads(path.read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError) as err:
+        raise EngineSpecError(f'cannot read the engine spec {path} ({err}); {REEXPORT}'
+                              ) from err
     except json.JSONDecodeError as err:
-        raise EngineSpecError(f'{path} is not valid JSON: {err}') from err
-    return EngineSpec.from_dict(values)
+        raise EngineSpecError(f'{path} is not valid JSON (truncated or damaged?): {err}; '
+                              f'{REEXPORT}') from err
+    if not isinstance(values, dict):
+        raise EngineSpecError(f'{path} holds a JSON {type(values).__name__}, not an engine '
+                              f'spec object; {REEXPORT}')
+    try:
+        spec = EngineSpec.from_dict(values)
+    except EngineSpecError as err:
+        raise EngineSpecError(f'{path}: {err}') from err
+    if verify:
+        check_model_file(spec, model_path)
+    return spec
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open('rb') as f:
+        for chunk in iter(lambda: f.read(1 << 20), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_model_file(spec: EngineSpec, model_path: str | os.PathLike) -> None:
+    """Refuse a model file whose sha256 is not the one its spec records (files of two
+    different exports side by side). Specs without a recorded hash (older exports) pass."""
+    model_path = Path(model_path)
+    suffix = model_path.suffix.lower()
+    expected = spec.engine_sha256 if suffix == '.engine' else \
+        spec.onnx_sha256 if suffix == '.onnx' else ''
+    if not expected or not model_path.is_file():
+        return
+    actual = file_sha256(model_path)
+    if actual != expected:
+        raise EngineSpecError(
+            f'{model_path} does not match its spec {spec_path(model_path)} (the spec was '
+            f'written for sha256 {expected[:12]}..., the file has {actual[:12]}...): the two '
+            f'come from different exports or one is damaged; {REEXPORT}')

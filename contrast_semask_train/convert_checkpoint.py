@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from contrast_semask_ros.atomic import clean_stale
+from contrast_semask_train.config import EXIT_OK, fail
 from contrast_semask_train.data.ycor import CLASS_SEEDS, class_seeds
 from contrast_semask_train.model import (
     NORMALIZATIONS,
@@ -67,21 +69,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = build_configured_model(args.variant, args.num_classes, args.head,
                                        args.semantic_attention, args.normalization, names)
-        raw = read_checkpoint(args.checkpoint, args.trust_pickle)
+        raw = read_checkpoint(args.checkpoint, args.trust_pickle, trust_option='--trust-pickle')
         if args.source == 'semask':
             seeds = class_seeds(args.seed_classes, args.num_classes)
             report = load_semask_checkpoint(model, raw, class_seeds=seeds)
         else:
             report = load_swin_imagenet_checkpoint(model, raw)
-    except (CheckpointError, ValueError) as err:
-        _logger.error('%s', err)
-        return 2
-    conversion = {'source': str(args.checkpoint), 'source_kind': args.source,
-                  'source_sha256': file_sha256(args.checkpoint), **report._asdict()}
-    save_checkpoint(args.output, model, step=0, extra={'conversion': conversion})  # atomic
+        conversion = {'source': str(args.checkpoint), 'source_kind': args.source,
+                      'source_sha256': file_sha256(args.checkpoint), **report._asdict()}
+        clean_stale(args.output.parent, args.output.name)
+        save_checkpoint(args.output, model, step=0, extra={'conversion': conversion})  # atomic
+    except (CheckpointError, ValueError, OSError) as err:  # 2: bad input; 3: disk full
+        return fail(_logger, err)
     _logger.info('%s', report.summary())
     _logger.info('wrote %s', args.output)
-    return 0
+    return EXIT_OK
 
 
 if __name__ == '__main__':

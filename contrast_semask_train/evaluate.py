@@ -34,6 +34,12 @@ import torch.nn.functional as F
 
 from contrast_semask_ros.preprocess import SEED_TEST_SCALE, resize_labels
 from contrast_semask_ros.propagation import propagate_cost
+from contrast_semask_train.config import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    MissingEnvironmentError,
+    fail,
+)
 from contrast_semask_train.data import IGNORE_INDEX, YCOR_COST_TABLE, YCOR_PALETTE
 from contrast_semask_train.model import ContrastSemask
 
@@ -328,8 +334,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from contrast_semask_train.data import EvalTransform, SegmentationDataset
     from contrast_semask_train.model import CheckpointError, load_checkpoint
 
-    device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available()
-                          else 'cpu' if args.device == 'auto' else args.device)
+    try:
+        device = torch.device('cuda' if args.device == 'auto' and torch.cuda.is_available()
+                              else 'cpu' if args.device == 'auto' else args.device)
+    except RuntimeError as err:
+        return fail(_logger, f'--device {args.device!r}: {err}', EXIT_BAD_INPUT)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        return fail(_logger, MissingEnvironmentError(
+            f'--device {args.device}: CUDA is not available on this machine; use --device cpu'))
     try:
         scale = tuple(int(v) for v in args.scale.split(','))
         model, payload = load_checkpoint(args.checkpoint)
@@ -351,9 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                         temperature=args.temperature, seed=args.seed,
                                         progress=not args.json)
             result.update({'embedding_dim': model.config.output_dim, **quality._asdict()})
-    except (CheckpointError, ValueError, OSError) as err:
-        _logger.error('%s', err)
-        return 2
+    except (CheckpointError, ValueError, OSError, ImportError) as err:
+        return fail(_logger, err)  # 2: bad file or option; 3: package missing, disk full
     if args.json:
         sys.stdout.write(json.dumps(result) + '\n')
     else:
@@ -361,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for key, value in result.items():
             text = f'{value:.4f}' if isinstance(value, float) else str(value)
             sys.stdout.write(f'{key:<{width}}  {text}\n')
-    return 0
+    return EXIT_OK
 
 
 if __name__ == '__main__':

@@ -6,7 +6,10 @@
 writes `model.onnx` (dynamo exporter, opset 18, static shapes, onnx.checker), `model.onnx.json`
 (the EngineSpec) and `model.onnx.parity.json`: PyTorch against ONNX Runtime on fresh random
 images and random banks, max abs error and cosine per output. The command fails (exit code 1)
-when parity is above tolerance, and nothing is left at --out then.
+when parity is above tolerance, and nothing is left at --out then. The spec records the ONNX
+file's sha256, so a loader refuses an ONNX file and a spec from different exports. Exit codes
+(README, "Exit codes"): 0 written, 1 parity or graph check failed, 2 unreadable checkpoint/ONNX/
+spec or bad option, 3 TensorRT/onnxruntime/GPU missing or disk full; errors are one line.
 
     contrast-semask-export trt models/contrastive_s_544x1024.onnx --out models/cs.engine
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import sys
@@ -30,8 +34,16 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from contrast_semask_ros.atomic import atomic_path
+from contrast_semask_ros.atomic import DiskFullError, atomic_path, clean_stale, free_bytes
 from contrast_semask_ros.engine_spec import INPUT_NAMES, EngineSpec, spec_path
+from contrast_semask_train.config import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECK_FAILED,
+    EXIT_ENVIRONMENT,
+    EXIT_OK,
+    fail,
+    is_environment_problem,
+)
 from contrast_semask_train.model import DeployWrapper, load_checkpoint
 from contrast_semask_train.model.checkpoint import CheckpointError, file_sha256
 from contrast_semask_train.model.precision import to_half_precision
@@ -42,6 +54,10 @@ OPSET = 18
 # Ops that mean a data-dependent graph or that TensorRT handles badly (the export test fails
 # on any of them in the deployable graph).
 FORBIDDEN_OPS = frozenset({'ScatterND', 'If', 'Loop', 'NonZero', 'Einsum', 'GatherND'})
+
+
+class ExportCheckError(RuntimeError):
+    """The exported graph failed a check (parity above tolerance, non-deployable ops): exit 1."""
 
 
 class ParityResult(NamedTuple):
@@ -115,14 +131,37 @@ def deploy_spec(wrapper: DeployWrapper, height: int, width: int, bank_size: int,
     got = {name: tuple(t.shape) for name, t in zip(wrapper.output_names, outputs, strict=True)}
     want = {t.name: t.shape for t in spec.outputs}
     if got != want:
-        raise RuntimeError(f'the deploy wrapper outputs {got}, its spec says {want}: the model '
-                           'package and contrast_semask_ros.engine_spec disagree')
+        raise ExportCheckError(f'the deploy wrapper outputs {got}, its spec says {want}: the '
+                               'model package and contrast_semask_ros.engine_spec disagree')
     return spec
 
 
 def parity_path(onnx_path: Path) -> Path:
     """The parity report beside `model.onnx` is `model.onnx.parity.json`."""
     return Path(f'{onnx_path}.parity.json')
+
+
+def output_files(out: Path) -> tuple[Path, Path, Path]:
+    """The three files one export writes: ONNX, EngineSpec, parity report."""
+    return out, spec_path(out), parity_path(out)
+
+
+def clean_stale_outputs(out: Path) -> list[Path]:
+    """Remove temp files a killed export of `out` left beside it (logged)."""
+    return [p for path in output_files(out) for p in clean_stale(path.parent, path.name)]
+
+
+def _save_onnx(program: Any, tmp: Path, out: Path, needed: int) -> None:
+    """program.save into `tmp`; a full disk (ENOSPC, or the exporter's RuntimeError when less
+    than the weights' size is free) becomes a DiskFullError naming `out` and the bytes."""
+    try:
+        program.save(str(tmp), external_data=False)
+    except (OSError, RuntimeError) as err:
+        free = free_bytes(out.parent)
+        if is_environment_problem(err) or (
+                isinstance(err, RuntimeError) and free is not None and free < needed):
+            raise DiskFullError(out, needed, free, at_least=True) from err
+        raise
 
 
 # Parity tolerances (max abs error, min cosine) against the float32 PyTorch wrapper. FP16 is
@@ -150,6 +189,8 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
     if fp16:  # a half-precision copy to export; the float32 reference stays for parity
         wrapper = DeployWrapper(to_half_precision(copy.deepcopy(model)), with_logits=with_logits)
     example = example_inputs(spec)
+    clean_stale_outputs(out)
+    weight_bytes = sum(t.numel() * t.element_size() for t in wrapper.state_dict().values())
 
     # ONNX file, spec and parity report are written to temp files beside --out and committed
     # together at the end (ONNX first, then spec, then report); any failure, parity included,
@@ -165,12 +206,14 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
         program = torch.onnx.export(wrapper, example, dynamo=True, opset_version=OPSET,
                                     input_names=list(spec.input_names),
                                     output_names=list(spec.output_names))
-        program.save(str(tmp), external_data=False)
+        _save_onnx(program, tmp, out, weight_bytes)
         graph = onnx.load(str(tmp))
         onnx.checker.check_model(graph, full_check=True)
         bad = FORBIDDEN_OPS & {node.op_type for node in graph.graph.node}
         if bad:
-            raise RuntimeError(f'the exported graph contains non-deployable ops {sorted(bad)}')
+            raise ExportCheckError(f'the exported graph contains non-deployable ops '
+                                   f'{sorted(bad)}')
+        spec = dataclasses.replace(spec, onnx_sha256=file_sha256(tmp))  # ties spec to ONNX
         parity = check_parity(reference, tmp, spec, atol=atol, min_cos=min_cos)
         report = {'checkpoint': str(checkpoint), 'onnx': str(out), 'passed': parity.passed,
                   'precision': precision, 'reference': 'PyTorch float32 on CPU',
@@ -178,7 +221,7 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
                   'max_abs_error': parity.max_abs_error,
                   'min_cosine': parity.min_cosine, 'nodes': len(graph.graph.node)}
         if not parity.passed:
-            raise RuntimeError(f'ONNX Runtime parity above tolerance: {report}')
+            raise ExportCheckError(f'ONNX Runtime parity above tolerance: {report}')
         tmp_report.write_text(json.dumps(report, indent=2))
         tmp_spec.write_text(spec.to_json())
     return spec, parity
@@ -218,33 +261,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
     args = build_parser().parse_args(argv)
     if args.command == 'trt':
-        from contrast_semask_ros.engine_spec import EngineSpecError
-        from contrast_semask_train.tensorrt_build import EngineBuildError, build_engine
-
-        try:
-            build_engine(args.onnx, args.out, fp16=not args.fp32,
-                         workspace_bytes=int(args.workspace_gib * 2**30), int8=args.int8,
-                         calibration_dir=args.calib)
-        except (EngineBuildError, EngineSpecError, OSError) as err:
-            _logger.error('%s', err)
-            return 2
-        return 0
+        return _main_trt(args)
     if args.height < 8 or args.width < 8 or args.bank_size < 1:
-        _logger.error('--height/--width must be >= 8 and --bank-size >= 1')
-        return 2
+        return fail(_logger, '--height/--width must be >= 8 and --bank-size >= 1',
+                    EXIT_BAD_INPUT)
     try:
         spec, parity = export_onnx(args.checkpoint, args.out, args.height, args.width,
                                    args.bank_size, args.logits, args.atol, args.fp16)
-    except (CheckpointError, OSError) as err:
-        _logger.error('%s', err)
-        return 2
-    except RuntimeError as err:
-        _logger.error('%s', err)
-        return 1
+    except ExportCheckError as err:
+        return fail(_logger, err, EXIT_CHECK_FAILED)
+    except (CheckpointError, OSError, ImportError) as err:  # 2 bad file; 3 disk/package
+        return fail(_logger, err)
     summary: dict[str, Any] = {k: f'{v:.2e}' for k, v in parity.max_abs_error.items()}
     _logger.info('wrote %s (+ .json spec, .parity.json): %dx%d, D=%d, K=%d; max |err| %s',
                  args.out, spec.height, spec.width, spec.embedding_dim, spec.bank_size, summary)
-    return 0
+    return EXIT_OK
+
+
+def _main_trt(args: argparse.Namespace) -> int:
+    from contrast_semask_ros.engine_spec import EngineSpecError
+    from contrast_semask_train.tensorrt_build import EngineBuildError, build_engine
+
+    onnx_path, out = Path(args.onnx), Path(args.out)
+    if not onnx_path.is_file():
+        return fail(_logger, f'ONNX file not found: {onnx_path}; write one with '
+                    '`contrast-semask-export onnx`', EXIT_BAD_INPUT)
+    for path in (out, spec_path(out)):
+        clean_stale(path.parent, path.name)
+    try:
+        build_engine(onnx_path, out, fp16=not args.fp32,
+                     workspace_bytes=int(args.workspace_gib * 2**30), int8=args.int8,
+                     calibration_dir=args.calib)
+    except EngineBuildError as err:
+        # TensorRT/pycuda missing, or a TensorRT version without the feature: this machine
+        missing = isinstance(err.__cause__, ImportError) or ' has no ' in str(err)
+        return fail(_logger, err, EXIT_ENVIRONMENT if missing else EXIT_BAD_INPUT)
+    except (EngineSpecError, OSError, ImportError) as err:
+        return fail(_logger, err)
+    return EXIT_OK
 
 
 if __name__ == '__main__':

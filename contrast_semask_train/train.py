@@ -32,19 +32,24 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from contrast_semask_ros.atomic import atomic_write_text
+from contrast_semask_ros.atomic import atomic_write_text, clean_stale
 from contrast_semask_train.config import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
     ConfigError,
     DataSection,
+    MissingEnvironmentError,
     ModelSection,
     ScheduleSection,
     TrainConfig,
     build_config,
+    fail,
     flatten_dict,
     parse_override_args,
 )
 from contrast_semask_train.data import (
     YCOR_CLASSES,
+    DataFormatError,
     EvalTransform,
     SegmentationDataset,
     TrainTransform,
@@ -164,8 +169,8 @@ def setup_runtime(device: str) -> Runtime:
         device = 'cuda' if torch.cuda.is_available() else 'cpu'
     if device.startswith('cuda'):
         if not torch.cuda.is_available():
-            raise ConfigError(f'device {device!r} requested but CUDA is not available; '
-                              'use --device=cpu')
+            raise MissingEnvironmentError(f'device {device!r} requested but CUDA is not '
+                                          'available on this machine; use --device=cpu')
         dev = torch.device('cuda', local_rank) if ddp else torch.device(device)
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -189,14 +194,17 @@ def build_training_model(cfg: ModelSection) -> tuple[ContrastSemask, str]:
         raise ConfigError(str(err)) from err
     if not cfg.load_from:
         return model, 'random initialisation'
-    raw = read_checkpoint(cfg.load_from, cfg.trust_pickle)
+    raw = read_checkpoint(cfg.load_from, cfg.trust_pickle,
+                          trust_option='--model.trust_pickle=true')
     if raw.get('format') == CHECKPOINT_FORMAT:
         try:
             model.load_state_dict(raw['model'], strict=True)
         except RuntimeError as err:
+            first = str(err).strip().splitlines()[0]
             raise CheckpointError(
                 f'{cfg.load_from} was trained with another architecture '
-                f'({raw.get("model_config")}); this run builds {model.config}.\n{err}') from err
+                f'({raw.get("model_config")}); this run builds {model.config} ({first})'
+                ) from err
         return model, f'weights of {cfg.load_from} (step {raw.get("step")})'
     report = load_semask_checkpoint(model, raw, class_seeds=seeds)
     return model, f'SeMask checkpoint {cfg.load_from}: {report.summary()}'
@@ -319,13 +327,24 @@ class Checkpointer:
       atomically (`save_checkpoint`), with the resolved config and the latest metrics.
     - `record`: tracks the best mIoU over evaluations (and across a resume).
     - `resume`: restores model, optimizer, scaler, this rank's bank and the best mIoU from
-      `last.pt`; the caller restores the returned RNG states once the run is seeded.
+      the newest complete checkpoint: `last.pt`, or `best.pt` when `last.pt` is missing or
+      damaged (a kill during its first write); the caller restores the returned RNG states
+      once the run is seeded.
+    - `clean_stale`: removes temp files a killed run left ('.last.pt.*.tmp'), with a log line.
     """
 
     def __init__(self, work_dir: Path, cfg: TrainConfig, rt: Runtime) -> None:
+        self.work_dir = work_dir
         self.last, self.best = work_dir / 'last.pt', work_dir / 'best.pt'
         self.cfg, self.rt = cfg, rt
         self.best_miou = -1.0
+
+    def clean_stale(self) -> list[Path]:
+        """Rank 0: remove the temp checkpoints of an interrupted (killed) save."""
+        if not self.rt.is_main:
+            return []
+        return [p for path in (self.last, self.best) for p in clean_stale(self.work_dir,
+                                                                          path.name)]
 
     def record(self, miou: float) -> bool:
         """Note an evaluation's mIoU; True when it beats every earlier one (save best.pt)."""
@@ -345,12 +364,11 @@ class Checkpointer:
 
     def resume(self, model: ContrastSemask, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, criterion: Criterion) -> Resumed:
-        """Load `last.pt` into the (not yet DDP-wrapped) parts of this rank."""
-        if not self.last.is_file():
-            raise ConfigError(f'--resume: no checkpoint at {self.last}')
-        ckpt = read_checkpoint(self.last)
+        """Load the newest complete checkpoint into the (not yet DDP-wrapped) parts of this
+        rank."""
+        path, ckpt = self.newest_complete()
         if ckpt['model_config'] != model.config.to_dict():
-            raise CheckpointError(f'--resume: {self.last} holds another architecture; resume '
+            raise CheckpointError(f'--resume: {path} holds another architecture; resume '
                                   'with the config it was trained with')
         model.load_state_dict(ckpt['model'])
         optimizer.load_state_dict(ckpt['optimizer'])
@@ -360,9 +378,46 @@ class Checkpointer:
         saved = dict(flatten_dict(ckpt['train_config']))
         changed = sorted(k for k, v in self.cfg.flat_dict().items()
                          if saved.get(k) != v and k != 'schedule.stop_at')
-        note = f'resumed from {self.last} at iteration {ckpt["step"]}' + (
+        note = f'resumed from {path} at iteration {ckpt["step"]}' + (
             f' (changed keys: {changed})' if changed else '')
         return Resumed(ckpt['step'], ckpt['rng'][self.rt.rank % len(ckpt['rng'])], note)
+
+    def newest_complete(self) -> tuple[Path, dict[str, Any]]:
+        """(path, payload) of the complete resumable checkpoint with the highest step, last.pt
+        winning a tie; a missing or damaged last.pt falls back to best.pt with a warning."""
+        if not self.last.is_file() and not self.best.is_file():
+            raise ConfigError(f'--resume: no checkpoint at {self.last} (nor {self.best.name}); '
+                              'start without --resume, or point --work-dir at the run')
+        found: list[tuple[Path, dict[str, Any]]] = []
+        problems: list[str] = []
+        for path in (self.last, self.best):
+            if not path.is_file():
+                problems.append(f'{path} is missing')
+                continue
+            try:
+                ckpt = read_checkpoint(path)
+            except CheckpointError as err:
+                problems.append(str(err))
+                continue
+            missing = [k for k in RESUME_KEYS if k not in ckpt]
+            if ckpt.get('format') != CHECKPOINT_FORMAT or missing:
+                problems.append(f'{path} is not a resumable checkpoint (missing {missing})')
+                continue
+            found.append((path, ckpt))
+        if not found:
+            raise CheckpointError(f'--resume: no complete checkpoint in {self.work_dir}: '
+                                  f'{"; ".join(problems)}. Start without --resume')
+        path, ckpt = max(found, key=lambda item: item[1]['step'])  # the first (last.pt) on ties
+        if path != self.last and self.rt.is_main:
+            _logger.warning('--resume: %s; resuming from %s (iteration %d) instead',
+                            problems[0] if problems else f'{self.last} is older',
+                            path, ckpt['step'])
+        return path, ckpt
+
+
+# what `Checkpointer.save` writes beyond save_checkpoint's own keys, needed by `resume`
+RESUME_KEYS = ('model_config', 'model', 'step', 'train_config', 'optimizer', 'scaler',
+               'criterion', 'rng', 'best_miou')
 
 
 # ----------------------------------------------------------------------------------------------
@@ -570,6 +625,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
 
     # --- resume (before DDP wraps the model), then per-rank randomness
     checkpointer = Checkpointer(Path(cfg.work_dir), cfg, rt)
+    checkpointer.clean_stale()
     resumed = checkpointer.resume(model, optimizer, scaler, criterion) if resume else None
     parts = Parts(*wrap_for_ddp(model, cfg, rt), criterion, optimizer, scaler)
     torch.manual_seed(cfg.seed + rt.rank)  # dropout, drop-path and loss sampling differ by rank
@@ -639,10 +695,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 overrides[dotted] = getattr(args, key)
         cfg = build_config(args.config, overrides)
         train(cfg, resume=args.resume)
-    except (ConfigError, CheckpointError) as err:
-        _logger.error('%s', err)
-        return 2
-    return 0
+    except FloatingPointError as err:  # the loss check: the run diverged
+        return fail(_logger, err, EXIT_CHECK_FAILED)
+    except (ConfigError, CheckpointError, DataFormatError, MissingEnvironmentError, ImportError,
+            OSError) as err:  # 2: bad input or option; 3: GPU/package missing, disk full
+        return fail(_logger, err)
+    return EXIT_OK
 
 
 if __name__ == '__main__':

@@ -323,3 +323,154 @@ def test_eval_cli_prints_json_with_miou(synth_data: Path, tmp_path: Path) -> Non
     assert 0.0 <= result['mIoU'] <= 1.0 and 0.0 <= result['auroc_unknown'] <= 1.0
     assert result['num_images'] == 4 and result['embedding_dim'] == 16
     assert main([str(tmp_path / 'missing.pt'), '--data', str(synth_data)]) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# evaluation with known answers
+
+
+class _TileModel(torch.nn.Module):
+    """Logits (1, K, h/4, w/4) all equal to 1 + the tile's x offset (read off a coordinate
+    channel of the image), so a sliding-window average has a hand-computable value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(num_classes=2)
+
+    def forward(self, image: torch.Tensor):  # noqa: ANN201 - a ModelOutputs stand-in
+        from types import SimpleNamespace
+
+        x0 = image[0, 0, 0, 0]  # channel 0 holds the column index
+        h, w = image.shape[-2:]
+        return SimpleNamespace(logits=torch.full((1, 2, h // 2, w // 2), float(x0) + 1.0))
+
+
+def test_sliding_window_averages_overlapping_tiles() -> None:
+    from contrast_semask_train.evaluate import predict_logits
+
+    image = torch.zeros(1, 3, 6, 10)
+    image[0, 0] = torch.arange(10.0)  # the column index, so a tile knows its offset
+    out = predict_logits(_TileModel(), image, (6, 10), mode='slide', crop=6, stride=4)
+    # tiles at x0 = 0 (value 1) and x0 = 4 (value 5); columns 4-5 are covered by both
+    expected = torch.tensor([1, 1, 1, 1, 3, 3, 5, 5, 5, 5], dtype=torch.float32)
+    torch.testing.assert_close(out[0, 0], expected.expand(6, 10))
+    whole = predict_logits(_TileModel(), image, (6, 10), mode='whole')
+    torch.testing.assert_close(whole, torch.ones_like(whole))  # one tile at x0 = 0
+    with pytest.raises(ValueError, match="'whole' or 'slide'"):
+        predict_logits(_TileModel(), image, (6, 10), mode='tiles')
+
+
+class _OneHotModel(torch.nn.Module):
+    """Embeddings (1, 2, 8, 8): (1, 0) where the image's channel 0 is 0, else (0, 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from types import SimpleNamespace
+
+        self.config = SimpleNamespace(num_classes=2)
+
+    def forward(self, image: torch.Tensor):  # noqa: ANN201
+        from types import SimpleNamespace
+
+        second = (image[:, :1] > 0).float()
+        return SimpleNamespace(embeddings=torch.cat([1 - second, second], 1))
+
+
+def test_cost_mae_known_answer() -> None:
+    """Class 0 (48 px, cost 0.2) is driven over; class 1 (8 px, cost 0.9, under the
+    16-pixel minimum) is never seen; 8 px are ignored. One prototype: every pixel gets 0.2."""
+    from contrast_semask_train.evaluate import embedding_quality
+
+    labels = torch.zeros(8, 8, dtype=torch.int64)
+    labels[:, 0] = 1
+    labels[:, 7] = 255
+    image = torch.zeros(3, 8, 8)
+    image[0, :, 0] = 1.0  # class 1's embedding differs
+    quality = embedding_quality(_OneHotModel(), [(image, labels)], torch.device('cpu'),
+                                [0.2, 0.9], seed=0)
+    assert quality.cost_mae == pytest.approx(0.0, abs=1e-6)  # seen pixels: exact
+    assert quality.cost_mae_all == pytest.approx(8 / 56 * 0.7, rel=1e-5)  # ignore excluded
+    assert quality.auroc_unknown == 1.0
+    assert quality.mean_confidence_seen == pytest.approx(1.0)
+    assert quality.mean_confidence_unseen == pytest.approx(0.0)
+    assert (quality.num_images, quality.num_prototypes) == (1, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# one optimizer step: accumulation, clipping, bf16 autocast
+
+
+def _step_setup(grad_accum: int, grad_clip: float = 0.0, dtype: str = 'float32'):
+    from contrast_semask_train.losses import Criterion
+    from contrast_semask_train.train import Parts, Runtime
+
+    cfg = build_config(PRESETS / 'micro_vanilla.yaml', {
+        'data.root': '.', 'grad_accum': grad_accum, 'grad_clip': grad_clip, 'dtype': dtype,
+        'loss.contrastive': 'none'})
+    torch.manual_seed(0)
+    model = build_model('micro', 8, 'vanilla').eval()  # BatchNorm statistics frozen
+    parts = Parts(model, model, Criterion(8, cfg.loss), torch.optim.SGD(model.parameters(), 1.0),
+                  torch.amp.GradScaler('cpu', enabled=False))
+    return cfg, parts, Runtime(torch.device('cpu'), 0, 0, 1, False)
+
+
+def _batch(n: int, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 64, 64, generator=gen), torch.randint(0, 8, (n, 64, 64),
+                                                                   generator=gen)
+
+
+def _update(parts, step) -> torch.Tensor:  # noqa: ANN001
+    before = torch.cat([p.detach().flatten().clone() for p in parts.raw.parameters()])
+    step()
+    return torch.cat([p.detach().flatten() for p in parts.raw.parameters()]) - before
+
+
+def test_two_micro_batches_give_the_gradient_of_one_double_batch() -> None:
+    from contrast_semask_train.train import autocast_context, train_step
+
+    images, labels = _batch(4)
+    cfg2, parts2, rt = _step_setup(grad_accum=2)
+    stream2 = iter([(images[:2], labels[:2]), (images[2:], labels[2:])])
+    delta2 = _update(parts2, lambda: train_step(parts2, stream2, cfg2, rt,
+                                                autocast_context('float32', rt.device)))
+    cfg1, parts1, _ = _step_setup(grad_accum=1)
+    stream1 = iter([(images, labels)])
+    delta1 = _update(parts1, lambda: train_step(parts1, stream1, cfg1, rt,
+                                                autocast_context('float32', rt.device)))
+    assert delta1.abs().max() > 1e-4  # the step moved the weights
+    torch.testing.assert_close(delta2, delta1, rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_clipping_bounds_the_global_norm() -> None:
+    from contrast_semask_train.train import autocast_context, train_step
+
+    images, labels = _batch(2)
+    norms = {}
+    for clip in (0.0, 1e-3):
+        cfg, parts, rt = _step_setup(grad_accum=1, grad_clip=clip)
+        stream = iter([(images, labels)])
+        autocast = autocast_context('float32', rt.device)
+        delta = _update(parts, lambda: train_step(parts, stream, cfg, rt, autocast))  # noqa: B023
+        norms[clip] = float(delta.norm())  # SGD, lr 1: the update is minus the gradient
+    assert norms[0.0] > 10 * 1e-3  # unclipped, the gradient is far larger than the bound
+    assert norms[1e-3] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_bf16_autocast_step_runs_the_network_in_bf16() -> None:
+    from contrast_semask_train.train import autocast_context, train_step
+
+    cfg, parts, rt = _step_setup(grad_accum=1, dtype='bfloat16')
+    seen = []
+    parts.raw.backbone.patch_embed.register_forward_hook(
+        lambda module, args, out: seen.append(out[0].dtype if isinstance(out, tuple)
+                                              else out.dtype))
+    stream = iter([_batch(2)])
+    sums = train_step(parts, stream, cfg, rt, autocast_context('bfloat16', rt.device))
+    assert seen == [torch.bfloat16]  # the forward ran under bf16 autocast
+    assert sums.dtype == torch.float32 and torch.isfinite(sums).all() and sums[0] > 0
+    assert all(p.dtype == torch.float32 for p in parts.raw.parameters())  # master weights
+    with pytest.raises(ConfigError, match='float16 needs CUDA'):
+        autocast_context('float16', torch.device('cpu'))

@@ -25,7 +25,11 @@ def open_backend(model_path: str | os.PathLike, backend: str = 'auto', *, height
     """
     path = Path(model_path)
     if not path.is_file():
-        raise BackendError(f'model file not found: {path}')
+        raise BackendError(f'model file not found: {path}; pass an existing .engine, .onnx or '
+                           '.pt file (contrast-semask-export writes the first two)')
+    if path.stat().st_size == 0:
+        raise BackendError(f'model file {path} is empty (0 bytes): an interrupted copy or '
+                           'export? Copy or export it again')
     kind = backend
     if kind == 'auto':
         kind = {'.engine': 'tensorrt', '.onnx': 'onnxruntime', '.pt': 'torch',

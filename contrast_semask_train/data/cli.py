@@ -67,13 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
                     '  OUT/images/{train,valid}/<iid>.jpg  (JPEG bytes copied)\n'
                     '  OUT/labels/{train,valid}/<iid>.png  (uint8 training ids, 255 = ignore)\n'
                     '  OUT/manifest.json\n'
-                    'The source is never modified; OUT must not exist (or be empty).\n\n'
+                    'The source is never modified; OUT must not exist (or be empty).\n'
+                    'Every image must decode completely: bad files are listed and refused\n'
+                    '(exit 2) unless --skip-bad leaves those frames out.\n\n'
                     'example:\n  contrast-semask-data convert-ycor yamaha_v0.zip data/ycor')
     convert.add_argument('source', type=Path, help='yamaha_v0 directory or zip archive')
     convert.add_argument('out', type=Path, help='new output directory')
     convert.add_argument('--unknown-to-ignore', action='store_true',
                          help='map label colours outside the YCOR palette to ignore (255) '
                               'instead of failing; they are counted in the manifest')
+    convert.add_argument('--skip-bad', action='store_true',
+                         help='leave out frames whose rgb.jpg or labels.png does not decode '
+                              'completely (truncated, damaged) instead of failing (exit 2); '
+                              'they are listed in the log and the manifest\'s "skipped"')
 
     synth = commands.add_parser(
         'synth', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -151,19 +157,33 @@ def _drive_bag(args: argparse.Namespace, progress: bool) -> None:
                  summary.bytes / 1e6, ', '.join(summary.topics))
 
 
+def _convert_ycor(args: argparse.Namespace, progress: bool) -> int:
+    """Exit codes (README, "Exit codes"): 0 converted, 2 bad source/output or undecodable
+    images, 3 disk full or a missing package; every error is one line."""
+    from contrast_semask_train.config import EXIT_OK, fail
+
+    try:
+        manifest = convert_ycor(args.source, args.out, unknown_to_ignore=args.unknown_to_ignore,
+                                progress=progress, skip_bad=args.skip_bad)
+    except (DataFormatError, ImportError, OSError, ValueError, zipfile.BadZipFile) as error:
+        return fail(_logger, error)
+    counts = ', '.join(f'{split} {info["num_images"]}'
+                       for split, info in manifest['splits'].items())
+    skipped = f'; {len(manifest["skipped"])} bad frame(s) left out' if manifest.get(
+        'skipped') else ''
+    _logger.info('converted %s -> %s (%s images%s)', args.source, args.out, counts, skipped)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format='%(levelname)s %(name)s: %(message)s')
     progress = not args.no_progress
+    if args.command == 'convert-ycor':
+        return _convert_ycor(args, progress)
     try:
-        if args.command == 'convert-ycor':
-            manifest = convert_ycor(args.source, args.out,
-                                    unknown_to_ignore=args.unknown_to_ignore, progress=progress)
-            counts = ', '.join(f'{split} {info["num_images"]}'
-                               for split, info in manifest['splits'].items())
-            _logger.info('converted %s -> %s (%s images)', args.source, args.out, counts)
-        elif args.command == 'drive-bag':
+        if args.command == 'drive-bag':
             _drive_bag(args, progress)
         else:
             write_synthetic_ycor(args.out, n=args.n, seed=args.seed, height=args.height,

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from contrast_semask_ros.atomic import is_temp_name
+
 from .ycor import YCOR_CLASSES, DataFormatError, read_manifest
 
 _logger = logging.getLogger(__name__)
@@ -52,9 +54,21 @@ def read_labels(path: str | Path) -> np.ndarray:
     return labels
 
 
+def _ignored(name: str) -> bool:
+    """Hidden entries and temp files a killed writer left ('.x.*.tmp', 'x.tmp-*'): never data."""
+    return name.startswith('.') or is_temp_name(name)
+
+
+def _files(directory: Path, suffix: str) -> dict[str, Path]:
+    """{stem: path} of the `suffix` files in `directory`, temp and hidden files left out."""
+    return {path.stem: path for path in directory.glob(f'*{suffix}')
+            if path.is_file() and not _ignored(path.name)}
+
+
 def _looks_raw(root: Path) -> bool:
     """True for a raw yamaha_v0 tree (train/iid*/, valid/iid*/) at root or one level down."""
-    candidates = [root, *(child for child in root.iterdir() if child.is_dir())]
+    candidates = [root, *(child for child in root.iterdir()
+                          if child.is_dir() and not _ignored(child.name))]
     return any(
         path.is_dir()
         for candidate in candidates for split in ('train', 'valid')
@@ -83,8 +97,7 @@ class SegmentationDataset(Dataset):
             raise DataFormatError(
                 f'{self.root} has no {split!r} split: expected {image_dir}/*.jpg and '
                 f'{label_dir}/*.png (the layout written by contrast-semask-data convert-ycor)')
-        images = {path.stem: path for path in image_dir.glob('*.jpg')}
-        labels = {path.stem: path for path in label_dir.glob('*.png')}
+        images, labels = _files(image_dir, '.jpg'), _files(label_dir, '.png')
         unpaired = sorted(set(images) ^ set(labels))
         if unpaired:
             raise DataFormatError(f'{self.root} split {split!r}: {len(unpaired)} images without '

@@ -10,8 +10,10 @@ colour-coded labels (8-bit palette PNGs). `convert_ycor` writes a new directory:
 Colours map to training ids through a lookup table in the seed's class order (docs/MODEL.md §5,
 after reduce_zero_label); white background becomes the ignore index. Unlike the seed converter
 (docs/MODEL.md §5) the source is never modified, iids are kept as file stems, an unknown colour
-is an error that names it (or, on request, ignored and counted), and the output appears
-atomically (`contrast_semask_ros.atomic`).
+is an error that names it (or, on request, ignored and counted), every image must decode
+completely (a truncated or damaged JPEG/PNG is listed and refused, or with `skip_bad` left out
+and listed in the manifest's `skipped`), and the output appears atomically
+(`contrast_semask_ros.atomic`; temp directories a killed conversion left are removed first).
 
 The other YCOR tables live here too: the traversal cost per class (`YCOR_COST_TABLE`, used by
 evaluation) and the ADE20K classes that may seed each YCOR class when a published checkpoint is
@@ -113,6 +115,10 @@ def class_seeds(name: str, num_classes: int) -> dict[int, tuple[str, ...]] | Non
 
 class DataFormatError(ValueError):
     """A data set on disk is not in the expected layout or encoding."""
+
+
+class BadImageError(DataFormatError):
+    """An image or label file that does not decode completely (truncated, damaged)."""
 
 
 class ColorCodes(NamedTuple):
@@ -229,7 +235,8 @@ class _Source:
     def _scan_directory(self, path: Path) -> None:
         roots = [path] if any((path / split).is_dir() for split in SPLITS) else [
             child for child in sorted(path.iterdir())
-            if child.is_dir() and any((child / split).is_dir() for split in SPLITS)
+            if child.is_dir() and not _is_temp_or_hidden(child.name)
+            and any((child / split).is_dir() for split in SPLITS)
         ]
         if not roots:
             raise DataFormatError(f'{path} has no train/ or valid/ directory (expected a '
@@ -247,6 +254,7 @@ class _Source:
                              if (entry / name).is_file()}
                 for entry in sorted(split_dir.iterdir())
                 if entry.is_dir() and entry.name.startswith('iid')
+                and not atomic.is_temp_name(entry.name)
             }
             self.items[split] = iids
 
@@ -277,6 +285,11 @@ class _Source:
         return Path(member).read_bytes()
 
 
+def _is_temp_or_hidden(name: str) -> bool:
+    """Hidden entries and temp files/directories (a killed conversion's '.out.*.tmp')."""
+    return name.startswith('.') or atomic.is_temp_name(name)
+
+
 class _Frame(NamedTuple):
     labels: np.ndarray  # H, W uint8 training ids
     unknown: dict[tuple[int, int, int], int]
@@ -291,14 +304,15 @@ def _convert_frame(split: str, iid: str, rgb_bytes: bytes, label_bytes: bytes,
     try:
         with Image.open(io.BytesIO(rgb_bytes)) as image:
             image_format, image_size = image.format, image.size
-    except (UnidentifiedImageError, OSError) as error:
-        raise DataFormatError(f'{where}/rgb.jpg is not a readable image: {error}') from error
+            image.load()  # decode every byte: a truncated JPEG raises here, not later
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(f'{where}/rgb.jpg does not decode ({error})') from error
     if image_format != 'JPEG':
         raise DataFormatError(f'{where}/rgb.jpg is {image_format}, expected JPEG')
     try:
         rgb = read_label_png(io.BytesIO(label_bytes))  # H, W, 3
-    except (UnidentifiedImageError, OSError) as error:
-        raise DataFormatError(f'{where}/labels.png is not a readable image: {error}') from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise BadImageError(f'{where}/labels.png does not decode ({error})') from error
     label_size = (rgb.shape[1], rgb.shape[0])
     if label_size != image_size:
         raise DataFormatError(f'{where}: rgb.jpg is {image_size[0]}x{image_size[1]} but '
@@ -319,7 +333,7 @@ def _write_label_png(path: Path, labels: np.ndarray) -> None:
 
 
 def convert_ycor(source: Path, out: Path, unknown_to_ignore: bool = False,
-                 progress: bool = True) -> dict:
+                 progress: bool = True, skip_bad: bool = False) -> dict:
     """Convert a raw yamaha_v0 tree (directory or .zip) into the training layout at `out`.
 
     Args:
@@ -329,12 +343,16 @@ def convert_ycor(source: Path, out: Path, unknown_to_ignore: bool = False,
         unknown_to_ignore: map colours outside the YCOR palette to the ignore index (and count
             them in the manifest) instead of raising DataFormatError.
         progress: show a tqdm progress bar.
+        skip_bad: leave out frames whose rgb.jpg or labels.png does not decode completely
+            (listed in the log and the manifest's `skipped`) instead of raising
+            DataFormatError listing them all.
     Returns:
         The manifest written to `<out>/manifest.json`.
     """
     from tqdm import tqdm
 
     source, out = Path(source), Path(out)
+    atomic.clean_stale(out.parent, out.name)  # what a killed conversion of `out` left
     _check_output_free(out)
     if source.exists() and source.is_dir() and out.resolve().is_relative_to(source.resolve()):
         raise DataFormatError(f'output {out} lies inside the source {source}; choose a path '
@@ -364,9 +382,16 @@ def convert_ycor(source: Path, out: Path, unknown_to_ignore: bool = False,
         total = sum(len(iids) for iids in src.items.values())
         with atomic_directory(out) as tmp, tqdm(total=total, desc='convert-ycor', unit='img',
                                                 disable=not progress) as bar:
+            bad: list[str] = []
             for split, iids in src.items.items():
                 manifest['splits'][split] = _convert_split(
-                    src, split, iids, tmp, unknown_to_ignore, bar.update)
+                    src, split, iids, tmp, unknown_to_ignore, bar.update, bad)
+            if bad and not skip_bad:
+                raise DataFormatError(_bad_images_message(source, bad))
+            if bad:
+                _logger.warning('left out %d frame(s) whose images do not decode: %s',
+                                len(bad), '; '.join(bad))
+                manifest['skipped'] = bad
             with open(tmp / MANIFEST_NAME, 'w', encoding='utf-8') as stream:
                 json.dump(manifest, stream, indent=2)
                 stream.write('\n')
@@ -379,8 +404,17 @@ def convert_ycor(source: Path, out: Path, unknown_to_ignore: bool = False,
     return manifest
 
 
+def _bad_images_message(source: Path, bad: list[str], shown: int = 20) -> str:
+    listed = '; '.join(bad[:shown]) + (f'; and {len(bad) - shown} more' if len(bad) > shown
+                                       else '')
+    return (f'{source}: {len(bad)} frame(s) with images that do not decode completely '
+            f'(truncated or damaged): {listed}. Replace them, or pass --skip-bad '
+            '(skip_bad=True) to leave those frames out')
+
+
 def _convert_split(src: _Source, split: str, iids: dict[str, dict[str, str]], tmp: Path,
-                   unknown_to_ignore: bool, step: Callable[[int], object]) -> dict:
+                   unknown_to_ignore: bool, step: Callable[[int], object],
+                   bad: list[str]) -> dict:
     image_dir, label_dir = tmp / 'images' / split, tmp / 'labels' / split
     image_dir.mkdir(parents=True)
     label_dir.mkdir(parents=True)
@@ -388,10 +422,17 @@ def _convert_split(src: _Source, split: str, iids: dict[str, dict[str, str]], tm
     class_pixels = np.zeros(len(YCOR_CLASSES), dtype=np.int64)
     ignored = 0
     unknown_colors: dict[str, list[dict]] = {}
+    kept: list[str] = []
     for iid, files in iids.items():
         rgb_bytes = src.read(files['rgb.jpg'])
-        frame = _convert_frame(split, iid, rgb_bytes, src.read(files['labels.png']),
-                               unknown_to_ignore)
+        try:
+            frame = _convert_frame(split, iid, rgb_bytes, src.read(files['labels.png']),
+                                   unknown_to_ignore)
+        except BadImageError as error:
+            bad.append(str(error))  # every bad file is listed, not only the first
+            step(1)
+            continue
+        kept.append(iid)
         (image_dir / f'{iid}.jpg').write_bytes(rgb_bytes)
         _write_label_png(label_dir / f'{iid}.png', frame.labels)
         key = f'{frame.size[0]}x{frame.size[1]}'
@@ -406,13 +447,13 @@ def _convert_split(src: _Source, split: str, iids: dict[str, dict[str, str]], tm
                                    for color, count in sorted(frame.unknown.items())]
         step(1)
     return {
-        'num_images': len(iids),
+        'num_images': len(kept),
         'sizes': sizes,
         'class_pixels': {name: int(n) for name, n in zip(YCOR_CLASSES, class_pixels,
                                                          strict=True)},
         'ignored_pixels': ignored,
         'unknown_colors': unknown_colors,
-        'iids': list(iids),
+        'iids': kept,
     }
 
 

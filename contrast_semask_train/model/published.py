@@ -246,7 +246,7 @@ def load_semask_checkpoint(model: ContrastSemask,
                            trust_pickle: bool = False) -> LoadReport:
     """Load an mmseg SeMask-FPN checkpoint (path or loaded dict) into `model` (strict)."""
     raw = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(
-        checkpoint, trust_pickle)
+        checkpoint, trust_pickle, trust_option='trust_pickle=True')
     state, meta = _unwrap(raw, 'state_dict')
     classes = meta.get('CLASSES')
     converted, report = convert_semask_state_dict(
@@ -261,7 +261,7 @@ def load_swin_imagenet_checkpoint(model: ContrastSemask,
                                   trust_pickle: bool = False) -> LoadReport:
     """Load an original ImageNet Swin checkpoint ('model' entry) into the backbone (strict)."""
     raw = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(
-        checkpoint, trust_pickle)
+        checkpoint, trust_pickle, trust_option='trust_pickle=True')
     state, _ = _unwrap(raw, 'model')
     converted, report = convert_swin_imagenet_state_dict(state, model.state_dict())
     model.load_state_dict(converted, strict=True)
