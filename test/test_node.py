@@ -90,6 +90,7 @@ def test_sigint_exits_cleanly(main_run: dict[str, Any]) -> None:
     assert main_run['exit_code'] == 0 and not main_run.get('sigint_timeout'), \
         main_run['node_log']
     assert 'Traceback' not in main_run['node_log']
+    assert 'context is invalid' not in main_run['node_log']  # stopped before rclpy shut down
 
 
 def test_params_file_p_overrides_namespace_and_compressed_input(
