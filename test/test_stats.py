@@ -10,8 +10,8 @@ from contrast_semask_ros.pipeline import (
     PATCH_ADDED,
     PATCH_MISS,
     FrameResult,
-    Payloads,
     PatchResult,
+    Payloads,
     StageTimings,
 )
 from contrast_semask_ros.stats import RuntimeStats
