@@ -1,15 +1,23 @@
 """Bag reading and writing for replay (and the synthetic drive bags), through `rosbags`.
 
     with InputBag(Path('drive')) as bag:                   # rosbag2 (mcap/sqlite3) or ROS 1
+        bag.format                                          # BagFormat: storage, version, ...
         cams = bag.connections('/camera/image_raw', 'image', IMAGE_TYPES)
         for conn, log_ns, raw in bag.messages(cams):
             msg = bag.decode(raw, conn)                     # None when undecodable
     with OutputBag(out / 'replay_bag', '/camera/image_raw', IMAGE_TYPE, '/cost_map') as bag:
         bag.write_frame(log_ns, camera_raw, result, frame_id, overlay)
 
+A bag is named by its directory, its metadata.yaml, a storage file (.mcap, .db3) or a ROS 1
+.bag (`locate`); anything else is a BagError saying what is accepted. Bags without message
+definitions (sqlite3 before Jazzy, e.g. Humble's schema 3 with metadata version 5) are read with
+the typestore of the bag's ROS distro (`bag_format`).
+
 One place for the choices every writer here makes: the typestore per rosbag2 metadata version
 (`typestore`), the storage plugin by name (`storage_plugin`), the QoS a default rclpy publisher
-offers (`reliable_qos`). rosbags is imported lazily (a robot without it still imports this).
+offers (`reliable_qos`). rosbags (and yaml, for metadata.yaml) are imported lazily: a robot
+without them still imports this; a replay without them gets an ImportError saying what to
+install.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -35,6 +43,12 @@ IMAGE_TYPES = (*MASK_TYPES, COMPRESSED_IMAGE_TYPE, 'sensor_msgs/CompressedImage'
 OUTPUT_TOPICS = ('embedding', 'cost', 'confidence', 'cost_overlay')  # under the namespace
 STORAGES = ('mcap', 'sqlite3')
 VERSIONS = (8, 9)  # rosbag2 metadata versions: 8 for Humble/Iron readers, 9 for Jazzy+
+
+
+STORAGE_SUFFIXES = {'.mcap': 'mcap', '.db3': 'sqlite3', '.bag': 'ros1'}
+ROS2_DISTROS = ('foxy', 'galactic', 'humble', 'iron', 'jazzy', 'kilted', 'lyrical')  # rosbags'
+ACCEPTED = ('expected a rosbag2 directory (with metadata.yaml), its metadata.yaml, a .mcap or '
+            '.db3 storage file, or a ROS 1 .bag file')
 
 
 class BagError(RuntimeError):
@@ -103,36 +117,168 @@ def serialize_encoded(ts: Typestore, encoded: Encoded, msg_header: Any) -> memor
     return ts.serialize_cdr(msg, IMAGE_TYPE)
 
 
+class BagFormat(NamedTuple):
+    """How a bag was recorded, as far as reading it goes (report.json's `bag_format`)."""
+
+    storage: str  # 'mcap', 'sqlite3' or 'ros1'
+    version: int | None  # rosbag2 metadata version; None for ROS 1 or a file without metadata
+    ros_distro: str | None  # as the bag names it (metadata.yaml or the sqlite3 schema table)
+    typestore: str  # rosbags' types for messages without definitions in the bag
+    files: list[str]  # what was read
+
+
+class BagSource(NamedTuple):
+    """Where a bag's messages are: what `locate` made of the path given."""
+
+    paths: list[Path]  # what rosbags opens: storage files, a compressed bag's directory, .bag
+    metadata: dict[str, Any] | None  # metadata.yaml's rosbag2_bagfile_information, if any
+    storage: str  # 'mcap', 'sqlite3' or 'ros1'
+
+
+def locate(path: Path) -> BagSource:
+    """A rosbag2 directory, its metadata.yaml, one of its .mcap/.db3 storage files (alone or
+    in a bag directory), a directory of storage files without metadata.yaml, or ROS 1 .bag
+    file(s); BagError for anything else, saying what is accepted."""
+    if not path.exists():
+        raise BagError(f'{path} does not exist; {ACCEPTED}')
+    if path.is_dir():
+        if (path / 'metadata.yaml').is_file():
+            return _from_metadata(path, None)
+        found = sorted(p for p in path.iterdir() if p.suffix in STORAGE_SUFFIXES)
+        kinds = {p.suffix for p in found}
+        if len(kinds) != 1:
+            has = sorted(p.name for p in path.iterdir())[:10]
+            raise BagError(f'{path} is not a bag directory: no metadata.yaml and '
+                           f"{'no' if not kinds else 'mixed'} .mcap, .db3 or .bag files in it "
+                           f'(it has {has}); {ACCEPTED}')
+        return BagSource(found, None, STORAGE_SUFFIXES[kinds.pop()])
+    if path.name == 'metadata.yaml':
+        return _from_metadata(path.parent, None)
+    if path.suffix == '.bag':
+        return BagSource([path], None, 'ros1')
+    if path.suffix in STORAGE_SUFFIXES:
+        if (path.parent / 'metadata.yaml').is_file():
+            return _from_metadata(path.parent, path)
+        return BagSource([path], None, STORAGE_SUFFIXES[path.suffix])
+    if path.suffix == '.zstd' and (path.parent / 'metadata.yaml').is_file():
+        return _from_metadata(path.parent, None)  # a compressed bag: read whole
+    kind = f'a {path.suffix} file' if path.suffix else 'a file without an extension'
+    raise BagError(f'{path} is {kind}, not a bag; {ACCEPTED}')
+
+
+def _from_metadata(directory: Path, only: Path | None) -> BagSource:
+    """The bag that directory/metadata.yaml describes; `only` = the one storage file asked for
+    (a compressed bag is always read whole, through its directory)."""
+    import yaml
+
+    where = directory / 'metadata.yaml'
+    try:
+        info = yaml.safe_load(where.read_text())['rosbag2_bagfile_information']
+        names = [Path(name).name for name in info['relative_file_paths']]
+        storage, _ = str(info['storage_identifier']), int(info['version'])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+        raise BagError(f'cannot read {where} as rosbag2 metadata ({type(err).__name__}: '
+                       f'{err}); check the file, or pass the storage file (.mcap, .db3) '
+                       'itself') from err
+    if storage not in STORAGES:
+        raise BagError(f'{where} names storage {storage!r}; replay reads {list(STORAGES)}')
+    if info.get('compression_mode'):  # rosbags decompresses through the directory reader
+        return BagSource([directory], info, storage)
+    if only is not None:
+        return BagSource([only], info, storage)
+    if missing := [name for name in names if not (directory / name).is_file()]:
+        raise BagError(f'{where} lists {missing}, which {directory} does not have; copy the '
+                       'whole bag directory')
+    return BagSource([directory / name for name in names], info, storage)
+
+
+def _sqlite_distro(path: Path) -> tuple[int | None, str | None]:
+    """(schema version, ROS distro) of a rosbag2 sqlite3 file; (None, None) before schema 3
+    (Foxy, Galactic) or for a file that is no such database."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f'{path.resolve().as_uri()}?mode=ro&immutable=1', uri=True)
+        try:
+            row = con.execute('SELECT schema_version, ros_distro FROM schema').fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None, None
+    return (int(row[0]), str(row[1])) if row else (None, None)
+
+
+def bag_format(source: BagSource) -> BagFormat:
+    """The bag's format and the typestore for messages it has no definitions of (rosbag2 sqlite3
+    before Jazzy stores none): the bag's own ROS distro (metadata.yaml, else the sqlite3 schema
+    table), else the one its metadata version implies (<= 5 Humble, 6-7 Iron, else Jazzy)."""
+    files = [str(p) for p in source.paths]
+    if source.storage == 'ros1':  # ROS 1 bags carry every definition
+        return BagFormat('ros1', None, None, 'ros1_noetic', files)
+    metadata = source.metadata or {}
+    version = int(metadata['version']) if 'version' in metadata else None
+    distro = metadata.get('ros_distro')
+    schema = None
+    if source.storage == 'sqlite3' and source.paths[0].is_file():
+        schema, from_db = _sqlite_distro(source.paths[0])
+        distro = distro if distro in ROS2_DISTROS else from_db or distro
+    if distro in ROS2_DISTROS:
+        store = f'ros2_{distro}'
+    elif version is not None:
+        store = 'ros2_humble' if version <= 5 else 'ros2_iron' if version <= 7 else 'ros2_jazzy'
+    else:
+        store = 'ros2_humble' if schema is None or schema <= 3 else 'ros2_jazzy'
+    return BagFormat(source.storage, version, distro, store, files)
+
+
 class InputBag:
-    """A recorded bag opened with rosbags' AnyReader: rosbag2 (mcap or sqlite3, metadata 8 or
-    9) or ROS 1 `.bag`; messages come in log-time order (the order a node received them)."""
+    """A recorded bag read with rosbags' AnyReader (see `locate` for the paths it takes):
+    rosbag2 (mcap or sqlite3, metadata 5 of Humble to 9 of Jazzy) or ROS 1 `.bag`;
+    messages come in log-time order (the order a node received them).
+
+    A rosbag2 directory is read through its storage files, whose own topic records (QoS
+    included) are what their messages refer to: a metadata.yaml rewritten by another tool then
+    still reads every message (rosbags' directory reader drops those whose QoS differs)."""
 
     def __init__(self, path: Path) -> None:
-        from rosbags.highlevel import AnyReader
-
+        rosbags = _require_rosbags()
         self.path = path
-        self._reader = AnyReader([path])
+        source = locate(path)
+        self.format = bag_format(source)
+        default = (None if source.storage == 'ros1' else
+                   rosbags.get_typestore(rosbags.Stores(self.format.typestore)))
         try:
+            self._reader = rosbags.AnyReader(source.paths, default_typestore=default)
             self._reader.open()
         except Exception as err:  # rosbags raises several types for unreadable bags
-            raise BagError(f'cannot read {path} as a rosbag2 directory or ROS 1 bag: {err}') \
-                from err
+            raise BagError(f'cannot read {path} as a rosbag2 bag or ROS 1 bag: '
+                           f"{type(err).__name__}: {err}; {ACCEPTED}") from err
 
     @property
     def is_ros2(self) -> bool:
         return bool(self._reader.is2)
+
+    def topics(self) -> str:
+        """The bag's topics with types and message counts, for error messages."""
+        counts: dict[str, int] = {}
+        types: dict[str, set[str]] = {}
+        for c in self._reader.connections:
+            counts[c.topic] = counts.get(c.topic, 0) + c.msgcount
+            types.setdefault(c.topic, set()).add(c.msgtype)
+        return ', '.join(f"{t} ({' or '.join(sorted(types[t]))}, {counts[t]} messages)"
+                         for t in sorted(counts)) or 'no topics'
 
     def connections(self, topic: str, what: str, allowed: Sequence[str]) -> list[Any]:
         """The connections of `topic`; BagError naming the bag's topics if there are none, or
         if the topic's type is not one of `allowed`."""
         found = [c for c in self._reader.connections if c.topic == topic]
         if not found:
-            available = sorted({f'{c.topic} ({c.msgtype})' for c in self._reader.connections})
-            raise BagError(f'{self.path} has no {what} topic {topic!r}; it has: {available}')
+            raise BagError(f'{self.path} has no {what} topic {topic!r}; it has: '
+                           f'{self.topics()}')
         bad = [c.msgtype for c in found if c.msgtype not in allowed]
         if bad:
             raise BagError(f'{what} topic {topic!r} has type {bad[0]}, expected one of '
-                           f'{list(allowed)}')
+                           f'{list(allowed)}; the bag has: {self.topics()}')
         return found
 
     def messages(self, connections: Sequence[Any]) -> Iterator[tuple[Any, int, bytes]]:
@@ -157,11 +303,29 @@ class InputBag:
         self.close()
 
 
+class _Rosbags(NamedTuple):
+    AnyReader: Any
+    Stores: Any
+    get_typestore: Any
+
+
+def _require_rosbags() -> _Rosbags:
+    """rosbags' reader, or ImportError saying how to install it (an environment problem)."""
+    try:
+        from rosbags.highlevel import AnyReader
+        from rosbags.typesys import Stores, get_typestore
+    except ImportError as err:
+        raise ImportError(f'replay reads and writes bags with rosbags, which cannot be imported '
+                          f'({err}): pip install rosbags (requirements/dev.txt)') from err
+    return _Rosbags(AnyReader, Stores, get_typestore)
+
+
 class OutputBag:
     """The replay output: a rosbag2 (mcap, metadata 9) with the camera copy and the pipeline's
     `<namespace>/{embedding,cost,confidence,cost_overlay}`, all stamped like the input frame."""
 
     def __init__(self, path: Path, camera_topic: str, camera_type: str, namespace: str) -> None:
+        _require_rosbags()
         from rosbags.rosbag2 import Writer
 
         self.ts = typestore(9)

@@ -16,6 +16,12 @@ Encodings: rgb8, bgr8, rgba8, bgra8, rgb16, bgr16, rgba16, bgra16, mono8, mono16
 `sensor_msgs/image_encodings.hpp` and cv_bridge parse them. The embedding is published as 32FC<D>
 (ordinary viewers will not display it; that is expected).
 
+Camera images (image_to_rgb, decode_rgb) may also be yuv422/uyvy, yuv422_yuy2/yuyv, nv12, nv21
+and bayer_{rggb,bggr,gbrg,grbg}{8,16}; 8UC1 is read as mono8, 8UC3 as bgr8 and 16UC1 as mono16.
+16-bit images are reduced to 8 bits as cv_bridge does (see image_to_rgb). Decoders refuse images
+with no pixels, and with `max_pixels` images larger than that (ImageTooLarge), a compressed one
+from its PNG/JPEG header, before anything is decoded.
+
 Writing `data`: rclpy messages get an `array.array('B')`. It is the fast path of the generated
 setter in both modes: with ROS_PYTHON_CHECK_FIELDS=1 a bytes value is checked element by element
 (about 0.13 s for 2 MB), an ndarray or memoryview is slow in either mode. rosbags messages get an
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import array as pyarray
 import re
+import struct
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -34,6 +41,17 @@ import numpy as np
 
 class CodecError(ValueError):
     """A message or array that cannot be converted; says what was expected and how to fix it."""
+
+
+class ImageTooLarge(CodecError):  # noqa: N818 - a public name callers catch
+    """An image with more pixels than the decoder's `max_pixels` limit (raised before decoding:
+    a compressed image's size comes from its header)."""
+
+    def __init__(self, what: str, width: int, height: int, max_pixels: int) -> None:
+        self.width, self.height, self.max_pixels = width, height, max_pixels
+        super().__init__(f'{what} is {width}x{height} = {width * height} pixels, more than the '
+                         f'limit of {max_pixels} (max_pixels; the node\'s max_image_pixels); '
+                         'raise the limit (0 = none) or publish smaller images')
 
 
 class PixelFormat(NamedTuple):
@@ -70,12 +88,46 @@ MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX, the most cv_bridge can represent
 _SUPPORTED = (f"{', '.join(_NAMED)} and <depth>C<n> with depth in {' '.join(_DEPTHS)} and "
               f'n = 1..{MAX_CHANNELS} (e.g. 32FC1, 32FC64)')
 
-# image_to_rgb: encoding -> name of the cv2 conversion to RGB (None: already RGB)
-_TO_RGB: dict[str, str | None] = {
-    'rgb8': None, 'bgr8': 'COLOR_BGR2RGB', 'rgba8': 'COLOR_RGBA2RGB', 'bgra8': 'COLOR_BGRA2RGB',
-    'mono8': 'COLOR_GRAY2RGB',
+
+class _ToRgb(NamedTuple):
+    """How image_to_rgb reads one encoding."""
+
+    layout: str  # the image_to_array encoding of the data (element type, channels)
+    conversion: str | None  # name of the cv2 conversion to RGB at that depth; None: already RGB
+
+
+_TO_RGB: dict[str, _ToRgb] = {
+    'rgb8': _ToRgb('rgb8', None), 'bgr8': _ToRgb('bgr8', 'COLOR_BGR2RGB'),
+    'rgba8': _ToRgb('rgba8', 'COLOR_RGBA2RGB'), 'bgra8': _ToRgb('bgra8', 'COLOR_BGRA2RGB'),
+    'mono8': _ToRgb('mono8', 'COLOR_GRAY2RGB'),
+    'rgb16': _ToRgb('rgb16', None), 'bgr16': _ToRgb('bgr16', 'COLOR_BGR2RGB'),
+    'rgba16': _ToRgb('rgba16', 'COLOR_RGBA2RGB'), 'bgra16': _ToRgb('bgra16', 'COLOR_BGRA2RGB'),
+    'mono16': _ToRgb('mono16', 'COLOR_GRAY2RGB'),
+    # generic types as cv_bridge users publish them: 8UC3 is an OpenCV (BGR) image
+    '8UC1': _ToRgb('8UC1', 'COLOR_GRAY2RGB'), '8UC3': _ToRgb('8UC3', 'COLOR_BGR2RGB'),
+    '16UC1': _ToRgb('16UC1', 'COLOR_GRAY2RGB'),
+    # packed YUV 4:2:2, two bytes per pixel (uyvy and yuyv are the names since ROS 2 Jazzy)
+    'yuv422': _ToRgb('8UC2', 'COLOR_YUV2RGB_UYVY'), 'uyvy': _ToRgb('8UC2', 'COLOR_YUV2RGB_UYVY'),
+    'yuv422_yuy2': _ToRgb('8UC2', 'COLOR_YUV2RGB_YUY2'),
+    'yuyv': _ToRgb('8UC2', 'COLOR_YUV2RGB_YUY2'),
 }
+# OpenCV names a Bayer pattern by the 2x2 block that starts at pixel (1, 1), ROS by the one at
+# (0, 0): ROS bayer_rggb (R at (0, 0)) is OpenCV's BayerBG. The same table as cv_bridge's.
+_BAYER_CV = {'rggb': 'BG', 'bggr': 'RG', 'gbrg': 'GR', 'grbg': 'GB'}
+_TO_RGB.update({f'bayer_{pattern}{bits}': _ToRgb(layout, f'COLOR_Bayer{cv_name}2RGB')
+                for pattern, cv_name in _BAYER_CV.items()
+                for bits, layout in (('8', '8UC1'), ('16', '16UC1'))})
+# semi-planar YUV 4:2:0: `height` rows of Y, then height / 2 rows of interleaved chroma (U first
+# in nv12, V first in nv21), every row `step` bytes
+_YUV420 = {'nv12': 'COLOR_YUV2RGB_NV12', 'nv21': 'COLOR_YUV2RGB_NV21'}
+_RGB_SUPPORTED = ', '.join([*_TO_RGB, *_YUV420])
 _COMPRESSED_FORMATS = {'jpeg': '.jpg', 'jpg': '.jpg', 'png': '.png'}
+_PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+# JPEG markers: start of frame (SOF0..SOF15 without DHT C4, JPG C8, DAC CC), and the ones that
+# carry no length (TEM, RST0..RST7)
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
+_JPEG_MARKER = re.compile(rb'\xff+([^\xff])')  # fill bytes, then the marker code
 
 
 @lru_cache(maxsize=64)
@@ -123,7 +175,12 @@ def image_to_array(msg: Any) -> np.ndarray:
     skipped by strides) and is marked read-only; `.copy()` it to modify it or to keep it while the
     message's buffer is reused. Big-endian or misaligned data is converted into a contiguous copy.
     """
-    fmt = parse_encoding(msg.encoding)
+    out = _pixels(msg, parse_encoding(msg.encoding))
+    return out[..., 0] if out.shape[2] == 1 else out
+
+
+def _pixels(msg: Any, fmt: PixelFormat) -> np.ndarray:
+    """An Image's data read as `fmt` -> (H, W, C), native order (see image_to_array)."""
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     itemsize = fmt.dtype.itemsize
     row_bytes = width * fmt.channels * itemsize
@@ -144,35 +201,156 @@ def image_to_array(msg: Any) -> np.ndarray:
         out = out.astype(fmt.dtype)  # HWC contiguous, native order, aligned
     else:
         out.flags.writeable = False
-    return out[..., 0] if fmt.channels == 1 else out
+    return out
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
-    """sensor_msgs/Image in rgb8, bgr8, rgba8, bgra8 or mono8 -> (H, W, 3) uint8 RGB.
+def _check_pixels(what: str, width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image with no pixels, or with more than `max_pixels` (0 = no limit)."""
+    if max_pixels < 0:
+        raise ValueError(f'max_pixels must be >= 0 (0 = no limit), got {max_pixels}')
+    if width <= 0 or height <= 0:
+        raise CodecError(f'{what} is {width}x{height}: it has no pixels; the camera driver '
+                         'must publish a non-empty image')
+    if max_pixels and width * height > max_pixels:
+        raise ImageTooLarge(what, width, height, max_pixels)
 
-    rgb8 without row padding comes back as a read-only view of `msg.data` (see image_to_array);
-    the other encodings are converted into a new array.
-    """
-    if msg.encoding not in _TO_RGB:
-        raise CodecError(f'cannot make RGB from an Image with encoding {msg.encoding!r}; '
-                         f"supported: {', '.join(_TO_RGB)}. Publish the camera image in one of "
-                         'them (or convert it upstream)')
-    pixels = image_to_array(msg)  # H, W, C or H, W uint8
-    conversion = _TO_RGB[msg.encoding]
-    if conversion is None:
-        return np.ascontiguousarray(pixels)
-    if pixels.size == 0:
-        return np.zeros((*pixels.shape[:2], 3), np.uint8)
+
+def _yuv420_rows(msg: Any) -> np.ndarray:
+    """An nv12/nv21 Image -> (H * 3 / 2, W) uint8: H rows of Y, then H / 2 rows of interleaved
+    chroma, as cv2's YUV2RGB_NV12/NV21 take it (row padding skipped by strides, no copy)."""
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height % 2 or width % 2:
+        raise CodecError(f'{msg.encoding} Image is {width}x{height}; YUV 4:2:0 needs an even '
+                         'width and height (one chroma pair per 2x2 pixels)')
+    if step < width:
+        raise CodecError(f'Image step {step} is smaller than one {msg.encoding} row of {width} '
+                         'bytes; the publisher must set step >= width')
+    rows = height * 3 // 2
+    buffer = _byte_view(msg.data)
+    if buffer.size < step * rows:
+        raise CodecError(f'{msg.encoding} Image data has {buffer.size} bytes, expected step * '
+                         f'height * 3 / 2 = {step} * {height} * 3 / 2 = {step * rows} for a '
+                         f'{width}x{height} image (Y rows, then half as many chroma rows); the '
+                         'message is truncated or its height/step are wrong')
+    return np.ndarray((rows, width), np.uint8, buffer=buffer, strides=(step, 1))
+
+
+def _to_rgb8(pixels: np.ndarray, conversion: str | None, encoding: str) -> np.ndarray:
+    """(H, W[, C]) uint8 or uint16 -> (H, W, 3) uint8 RGB via the named cv2 conversion; 16-bit
+    values are scaled by 255 / 65535, as cv_bridge does: after demosaicing (which interpolates),
+    before a conversion that only moves channels (the same result, on fewer values)."""
     import cv2  # lazy: keeps `import contrast_semask_ros.codec` cheap
 
-    return cv2.cvtColor(pixels, getattr(cv2, conversion))
+    try:
+        if pixels.dtype == np.uint16 and 'Bayer' not in (conversion or ''):
+            pixels = cv2.convertScaleAbs(pixels, alpha=255.0 / 65535.0)  # round(v / 257)
+        rgb = pixels if conversion is None else cv2.cvtColor(pixels, getattr(cv2, conversion))
+        if rgb.dtype == np.uint16:
+            rgb = cv2.convertScaleAbs(rgb, alpha=255.0 / 65535.0)
+    except cv2.error as err:
+        raise CodecError(f'OpenCV could not convert a {pixels.shape} {pixels.dtype} '
+                         f'{encoding} image to RGB: {err}') from err
+    return np.ascontiguousarray(rgb)
 
 
-def compressed_to_rgb(msg: Any) -> np.ndarray:
+def image_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
+    """sensor_msgs/Image -> (H, W, 3) uint8 RGB.
+
+    Encodings: rgb8, bgr8, rgba8, bgra8, mono8; rgb16, bgr16, rgba16, bgra16, mono16; 8UC1 (read
+    as mono8), 8UC3 (as bgr8, OpenCV's order, as cv_bridge publishes it), 16UC1 (as mono16);
+    yuv422 = uyvy and yuv422_yuy2 = yuyv (YUV 4:2:2, even width); nv12 and nv21 (YUV 4:2:0, even
+    width and height, the chroma rows after the Y rows with the same step);
+    bayer_rggb8, bayer_bggr8, bayer_gbrg8, bayer_grbg8 and their 16-bit forms (bilinear
+    demosaicing). YUV is converted with OpenCV's BT.601 video-range formulas, as cv_bridge does.
+
+    16-bit images are converted at 16 bits (channel order, demosaicing) and then scaled to 8 bits
+    by 255 / 65535 with rounding, i.e. round(v / 257), which is what cv_bridge's conversion to
+    rgb8 does (`convertTo(..., 255. / 65535.)`): 65535 -> 255, 32896 -> 128, 128 -> 0. A camera
+    that fills only the low 10 or 12 bits therefore comes out dark, as in cv_bridge and rviz.
+
+    `step` row padding and `is_bigendian` are honoured as in image_to_array. Images with no
+    pixels raise CodecError, and with `max_pixels` > 0 an image of more pixels than that raises
+    ImageTooLarge, before the data is read. rgb8 without row padding comes back as a read-only
+    view of `msg.data` (see image_to_array); the other encodings are converted into a new array.
+    """
+    encoding = msg.encoding
+    if encoding not in _TO_RGB and encoding not in _YUV420:
+        raise CodecError(f'cannot make RGB from an Image with encoding {encoding!r}; '
+                         f'supported: {_RGB_SUPPORTED}. Publish the camera image in one of '
+                         'them (or convert it upstream)')
+    _check_pixels(f'Image (encoding {encoding!r})', int(msg.width), int(msg.height), max_pixels)
+    if encoding in _YUV420:
+        return _to_rgb8(_yuv420_rows(msg), _YUV420[encoding], encoding)  # H * 3 / 2, W uint8
+    layout, conversion = _TO_RGB[encoding]
+    pixels = _pixels(msg, parse_encoding(layout))  # H, W, C uint8 or uint16
+    if conversion is None and pixels.dtype == np.uint8:
+        return np.ascontiguousarray(pixels)
+    if layout == '8UC2' and pixels.shape[1] % 2:
+        raise CodecError(f'{encoding} Image is {pixels.shape[1]} pixels wide; YUV 4:2:2 needs '
+                         'an even width (one U, V pair per two pixels)')
+    return _to_rgb8(pixels[..., 0] if pixels.shape[2] == 1 else pixels, conversion, encoding)
+
+
+def compressed_image_size(data: Any) -> tuple[int, int] | None:
+    """(width, height) from the header of PNG (IHDR) or JPEG (the first SOFn frame header)
+    bytes, without decoding them; None when `data` is neither. CodecError for a PNG or JPEG whose
+    header is truncated or malformed."""
+    buffer = _byte_view(data)
+    head = bytes(buffer[:24])
+    if head.startswith(_PNG_SIGNATURE):
+        if len(head) < 24 or head[12:16] != b'IHDR':
+            raise CodecError(f'PNG data of {buffer.size} bytes does not start with an IHDR '
+                             f'chunk (got {head[8:24]!r}); the image is truncated or corrupt')
+        width, height = struct.unpack('>II', head[16:24])
+        return int(width), int(height)
+    if head.startswith(b'\xff\xd8'):
+        return _jpeg_size(buffer)
+    return None
+
+
+def _jpeg_size(buffer: np.ndarray) -> tuple[int, int]:
+    """(width, height) from the first SOFn segment of JPEG bytes (starting FF D8). Markers are
+    found as libjpeg finds them: bytes other than FF are skipped, then FF fill bytes, and FF 00
+    is stuffing; a segment with a length (APPn, DQT, DHT, COM, ...) is skipped by it."""
+    data = buffer.tobytes()
+    pos = 2
+    while (found := _JPEG_MARKER.search(data, pos)) is not None:
+        marker, pos = found.group(1)[0], found.end()  # pos: after the marker
+        if marker == 0 or marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):  # SOI again, EOI, SOS: no frame header before them
+            raise CodecError(f'JPEG data has marker FF{marker:02X} at byte {pos - 2} before any '
+                             'frame header (SOFn); the image is corrupt')
+        if pos + 2 > len(data):
+            break
+        length = data[pos] << 8 | data[pos + 1]
+        if marker in _JPEG_SOF:  # length, precision, height, width, components
+            if pos + 7 > len(data):
+                break
+            if length < 8:
+                raise CodecError(f'JPEG frame header FF{marker:02X} at byte {pos - 2} has a bad '
+                                 f'length {length}; the image is corrupt')
+            height, width = struct.unpack_from('>HH', data, pos + 3)
+            return int(width), int(height)
+        if length < 2:
+            raise CodecError(f'JPEG segment FF{marker:02X} at byte {pos - 2} has a bad length '
+                             f'{length}; the image is corrupt')
+        pos += length
+    raise CodecError(f'JPEG data of {len(data)} bytes ends before a frame header (SOFn) gives '
+                     'its size; the image is truncated')
+
+
+def compressed_to_rgb(msg: Any, max_pixels: int = 0) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg or png, colour or grayscale) -> (H, W, 3) uint8 RGB.
 
     Grayscale images are replicated into three channels, alpha is dropped, 16-bit png is reduced
     to 8 bits. EXIF orientation is ignored (ROS frames are in sensor orientation).
+
+    The size is read from the PNG/JPEG header first: an image with no pixels raises CodecError,
+    and with `max_pixels` > 0 one of more pixels than that raises ImageTooLarge without being
+    decoded (a few kB of JPEG or PNG can claim gigabytes of pixels). With a limit, data that is
+    neither PNG nor JPEG is refused (its size cannot be checked); without one, whatever OpenCV
+    decodes is accepted, as before.
     """
     fmt = str(getattr(msg, 'format', ''))
     if 'compresseddepth' in fmt.lower():
@@ -182,6 +360,17 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
     if buffer.size == 0:
         raise CodecError(f'CompressedImage (format {fmt!r}) has no data; expected jpeg or png '
                          'bytes')
+    what = f'CompressedImage (format {fmt!r})'
+    try:
+        size = compressed_image_size(buffer)
+    except CodecError as err:
+        raise CodecError(f'cannot decode {what}, {buffer.size} bytes: {err}') from err
+    if size is not None:
+        _check_pixels(what, *size, max_pixels)
+    elif max_pixels:
+        raise CodecError(f'{what} data starting {bytes(buffer[:8])!r} is neither png nor jpeg, '
+                         'so its size cannot be checked against max_pixels before decoding; '
+                         'publish png or jpeg (or set the limit to 0)')
     import cv2
 
     try:
@@ -193,15 +382,19 @@ def compressed_to_rgb(msg: Any) -> np.ndarray:
         raise CodecError(f'cannot decode CompressedImage (format {fmt!r}, {buffer.size} bytes, '
                          f'starting {bytes(buffer[:8])!r}) as jpeg or png; expected the output '
                          'of compressed_image_transport or rgb_to_compressed_bytes')
+    _check_pixels(what, bgr.shape[1], bgr.shape[0], max_pixels)  # formats without a header parse
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def decode_rgb(msg: Any, transport: str) -> np.ndarray:
-    """An Image (transport 'raw') or CompressedImage ('compressed') -> (H, W, 3) uint8 RGB."""
+def decode_rgb(msg: Any, transport: str, max_pixels: int = 0) -> np.ndarray:
+    """An Image (transport 'raw') or CompressedImage ('compressed') -> (H, W, 3) uint8 RGB.
+
+    `max_pixels` > 0 refuses larger images with ImageTooLarge (a CodecError) before decoding
+    them (see image_to_rgb, compressed_to_rgb); 0 = no limit."""
     if transport == 'raw':
-        return image_to_rgb(msg)
+        return image_to_rgb(msg, max_pixels)
     if transport == 'compressed':
-        return compressed_to_rgb(msg)
+        return compressed_to_rgb(msg, max_pixels)
     raise CodecError(f"image transport must be 'raw' or 'compressed', got {transport!r}")
 
 

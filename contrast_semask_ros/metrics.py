@@ -132,15 +132,28 @@ class Recorder:
     held_out: list[RegionError] = field(default_factory=list)
     truth: GroundTruthError = field(default_factory=GroundTruthError)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> messages
-    patches: int = 0  # patch messages seen
+    patches: int = 0  # patch messages matched to a replayed frame (used, held out or refused)
     patches_used: int = 0  # added to the bank
     patches_held_out: int = 0  # withheld and scored
+    patches_unmatched: int = 0  # their frame never came (dropped, not in the bag, evicted)
 
     def time(self, stage: str, ms: float) -> None:
         self.latency.setdefault(stage, []).append(ms)
 
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] += 1
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.skipped[reason] += count
+
+    def unmatched_patch(self, reason: str) -> None:
+        """A patch whose frame was not replayed: not in `patches`, counted by reason."""
+        self.patches_unmatched += 1
+        self.skip(reason)
+
+    def skip_summary(self) -> str:
+        """'N message(s): reason: count; ...' (most frequent first), '' when none was skipped."""
+        if not self.skipped:
+            return ''
+        reasons = '; '.join(f'{reason}: {n}' for reason, n in self.skipped.most_common())
+        return f'{sum(self.skipped.values())} message(s): {reasons}'
 
     def frame(self, result: FrameResult, clock: tuple[float, float, float]) -> None:
         """One processed frame; clock = perf_counter at start, after decoding, at the end."""
@@ -174,6 +187,7 @@ class Recorder:
         return {
             'frames': len(self.frame_stamps), 'patches': self.patches,
             'patches_used': self.patches_used, 'patches_held_out': self.patches_held_out,
+            'patches_unmatched': self.patches_unmatched,
             'latency_ms': {stage: percentiles(v) for stage, v in self.latency.items()},
             'held_out': accuracy(self.held_out),
             'coverage': {'final': self.coverage[-1] if self.coverage else 0.0,

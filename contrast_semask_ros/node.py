@@ -1,9 +1,8 @@
 """`cost_map_node`: the thin rclpy adapter over the ROS-free core (README, "ROS 2 node").
 
-Topics, services and parameters are in the README; parameters are `params.py`'s table, the
-model, frame buffer and bank `pipeline.py`, encoded outputs `render.py`, the latest-frame thread
-`worker.py`, counters `stats.py`. This file only declares, subscribes, publishes and logs. The
-managed variant is `lifecycle_node.py`.
+Parameters are `params.py`'s table; the model, frame buffer and bank `pipeline.py`; outputs
+`render.py`; the latest-frame thread `worker.py`; counters `stats.py`. This file only declares,
+subscribes, publishes and logs. The managed variant is `lifecycle_node.py`.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from contrast_semask_ros import codec, params
 from contrast_semask_ros.backends import BackendError
 from contrast_semask_ros.bank import BankError
 from contrast_semask_ros.engine_spec import EngineSpecError
+from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_ENVIRONMENT
 from contrast_semask_ros.pipeline import Pipeline
 from contrast_semask_ros.render import OUTPUTS, OutputRenderer
 from contrast_semask_ros.stats import RuntimeStats
@@ -44,7 +44,7 @@ except ImportError as _err:  # pragma: no cover - exercised only without ROS
 
 THROTTLE_S = 5.0  # at most one log line per cause per this many seconds
 STOP_TIMEOUT_S = 30.0  # how long shutdown waits for the frame in progress
-BAD_INPUTS = ('frames_rejected', 'frame_errors', 'patches_rejected')
+BAD_INPUTS = ('frames_rejected', 'frames_too_large', 'frame_errors', 'patches_rejected')
 # what a start with bad parameters or model files raises; each message says how to fix it
 STARTUP_ERRORS = (params.ConfigError, BackendError, EngineSpecError, BankError, OSError)
 
@@ -135,11 +135,12 @@ class _CostMap:
                                 throttle_duration_sec=THROTTLE_S)
 
     def _process(self, msg: Any, received: float) -> None:
-        start = time.perf_counter()
-        try:
-            rgb = codec.decode_rgb(msg, self.values['image_transport'])
+        v, start = self.values, time.perf_counter()
+        try:  # a frame over max_image_pixels is refused before it is decoded
+            rgb = codec.decode_rgb(msg, v['image_transport'], v['max_image_pixels'])
         except codec.CodecError as err:
-            self.stats.count('frames_rejected')
+            self.stats.count('frames_too_large' if isinstance(err, codec.ImageTooLarge)
+                             else 'frames_rejected')
             self.get_logger().warn(f'image rejected: {err}', throttle_duration_sec=THROTTLE_S)
             return
         decoded = time.perf_counter()
@@ -148,15 +149,14 @@ class _CostMap:
                   if name == 'cost' or pub.get_subscription_count() > 0}
         result = self.pipeline.process(rgb, stamp, want_confidence='confidence' in wanted)
         processed = time.perf_counter()
-        for notice in (result.size_change, result.stamp_jump):  # counted by record_frame
-            if notice:
-                self.get_logger().warn(notice, throttle_duration_sec=THROTTLE_S)
+        for notice in filter(None, (result.size_change, result.stamp_jump)):  # counted below
+            self.get_logger().warn(notice, throttle_duration_sec=THROTTLE_S)
         for name, out in self.renderer.render(result, rgb, wanted).items():
             self._pubs[name].publish(codec.set_image_fields(self._msgs[name], *out, msg.header))
-        self.stats.record_frame(
-            result, (decoded - start) * 1e3, (time.perf_counter() - processed) * 1e3,
-            (time.monotonic() - received) * 1e3,
-            (self.get_clock().now().nanoseconds - stamp) / 1e9, len(self.pipeline.bank))
+        published = time.perf_counter()
+        self.stats.record_frame(result, (decoded - start) * 1e3, (published - processed) * 1e3,
+                                (time.monotonic() - received) * 1e3, (self.get_clock().now()
+                                .nanoseconds - stamp) / 1e9, len(self.pipeline.bank))
 
     def _on_patch(self, msg: Any) -> None:
         result = self.pipeline.add_patch_message(msg)
@@ -217,8 +217,8 @@ def _qos(depth: int, reliability: str) -> QoSProfile:  # reliable or best_effort
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console script `cost_map_node`. Exit codes: 0 (stopped, SIGINT included), 1 (could not
-    start: the log says why), 2 (no rclpy)."""
+    """Console script `cost_map_node`. Exit codes (exit_codes.py): 0 stopped (SIGINT too), 2 could
+    not start with these parameters or model files (the log says why), 3 no rclpy."""
     return run(CostMapNode, argv)
 
 
@@ -226,7 +226,7 @@ def run(make_node: Any, argv: list[str] | None) -> int:
     if _ROS_IMPORT_ERROR is not None:
         sys.stderr.write(f'cost_map_node needs ROS 2 (rclpy, sensor_msgs, diagnostic_msgs, '
                          f'std_srvs): source your ROS 2 setup.bash first ({_ROS_IMPORT_ERROR})\n')
-        return 2
+        return EXIT_ENVIRONMENT
     logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
     rclpy.init(args=argv if argv is not None else sys.argv)
     node, code = None, 0
@@ -235,7 +235,7 @@ def run(make_node: Any, argv: list[str] | None) -> int:
         rclpy.spin(node)  # callbacks here; inference in the node's worker thread
     except STARTUP_ERRORS as err:
         rclpy.logging.get_logger('cost_map').fatal(f'not starting: {err}')
-        code = 1
+        code = EXIT_BAD_INPUT
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

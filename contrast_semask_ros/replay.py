@@ -4,29 +4,38 @@
         --patch-cost-topic /traversal/patch_cost --out replay/ [--hold-out-every 5] [--realtime] \\
         [--params config/cost_map.yaml] [--temperature 0.05 ...]
 
-Reads rosbag2 (mcap or sqlite3, metadata versions 8 and 9) and ROS 1 bags through rosbags. The
-messages go through the very Pipeline object the node uses, in recording order (the order the
-node would have received them), as fast as possible or paced at the recorded rate. The settings
-are the node's parameters: `--params` reads its parameter file (config/cost_map.yaml), and each
-setting is also an option here that overrides the file. OUT gets, written atomically (a
-temporary directory renamed at the end):
+Reads rosbag2 (mcap or sqlite3, metadata version 5 of Humble to 9 of Jazzy) and ROS 1 bags
+through rosbags; BAG is a bag directory, its metadata.yaml, a .mcap/.db3 storage file or a ROS 1
+.bag. The messages go through the very Pipeline object the node uses, in recording order (the
+order the node would have received them), as fast as possible or paced at the recorded rate; a
+patch cost that comes before its frame is held until the frame has been replayed (one whose
+frame never comes is counted as unmatched). The settings are the node's parameters: `--params`
+reads its parameter file (config/cost_map.yaml), and each setting is also an option here that
+overrides the file. OUT gets, written atomically (a temporary directory renamed at the end):
 - `replay_bag/`: a rosbag2 (mcap) with the input camera and `<ns>/embedding`, `cost`, `confidence`,
   `cost_overlay`, each stamped like its input frame (for `ros2 bag play` and rviz);
 - `report.json`: the parameters it ran with, latency per stage (median, p95, p99), throughput,
   held-out cost accuracy (every k-th patch message is withheld from the bank and compared with
   the propagated cost in its regions: MAE, RMSE, Spearman), coverage of known pixels and bank
   size over time, per-pixel error against a ground-truth cost topic when the bag has one,
-  skipped messages by reason;
+  skipped messages by reason (also logged at the end at WARNING), how the bag was read;
 - `latency.png`, `coverage.png`, `held_out.png`, `contact_sheet.png`.
-A synthetic drive bag to try it on: `contrast-semask-data drive-bag` (the training tools).
+Exit codes (EXIT_*): 0 ok; 2 bad usage or input (a bag, topic or model that cannot be read, no
+image frame replayed, bad settings, an existing --out), one line naming what the bag has;
+3 an environment problem (a missing optional package such as rosbags or onnxruntime, a full
+disk). A synthetic drive bag to try it on: `contrast-semask-data drive-bag` (the training
+tools).
 """
 
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
+import errno
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -34,9 +43,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from contrast_semask_ros import bagio, codec, params
-from contrast_semask_ros.atomic import atomic_directory
+from contrast_semask_ros.atomic import atomic_directory, clean_stale
 from contrast_semask_ros.backends import BackendError
 from contrast_semask_ros.engine_spec import EngineSpecError
+from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK
+from contrast_semask_ros.frames import MISS_EMPTY, MISS_EVICTED, MISS_FUTURE
 from contrast_semask_ros.metrics import Recorder
 from contrast_semask_ros.params import ConfigError
 from contrast_semask_ros.pipeline import Pipeline
@@ -46,6 +57,8 @@ from contrast_semask_ros.report import ContactSheet, build_report, summarize, wr
 _logger = logging.getLogger('contrast_semask_replay')
 
 SCOPES = ('model', 'pipeline', 'render')  # the parameters replay takes (params.PARAMS)
+
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ReplayError(ValueError):
@@ -63,8 +76,9 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str, patch
            namespace: str = '/cost_map', progress: bool = True, max_cost: float = 1.0
            ) -> ReplayResult:
     """Replay `bag` through `pipeline` in log-time order, writing the output bag to
-    `out_dir/replay_bag`; every `hold_out_every`-th patch message is scored instead of learnt.
-    Returns the report and what the plots need (`report.write_report` writes them)."""
+    `out_dir/replay_bag`; every `hold_out_every`-th patch message with a frame is scored
+    instead of learnt. Returns the report and what the plots need (`report.write_report`
+    writes them). BagError when no image frame could be replayed."""
     if hold_out_every < 0:
         raise ReplayError(f'--hold-out-every must be >= 0 (0 = none), got {hold_out_every}')
     with bagio.InputBag(bag) as reader:
@@ -78,28 +92,72 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str, patch
                              namespace) as outputs:
             run = _Run(pipeline, outputs, hold_out_every, max_cost, ros1=not reader.is_ros2)
             clock = _Clock(realtime)
-            bar = _progress(sum(c.msgcount for c in (*cams, *patches, *truths)), progress)
-            for conn, log_ns, raw in reader.messages([*cams, *patches, *truths]):
-                bar.update()
-                clock.wait_until(log_ns)
-                msg = reader.decode(raw, conn)
-                if msg is None:
-                    run.rec.skip(f'undecodable {conn.topic}')
-                elif conn.topic == gt_topic:
-                    run.truth(msg, conn.topic)
-                elif conn.topic == patch_topic:
-                    run.patch(msg)
-                else:
-                    run.frame(msg, raw, log_ns, compressed)
-            bar.close()
+            wanted = [*cams, *patches, *truths]
+            read = _feed(reader, wanted, run, clock, (patch_topic, gt_topic), compressed,
+                         progress)
+            run.finish(_unread(wanted, read))
             wall_s = clock.elapsed_s()
-    report = build_report(bag, pipeline, run.rec, wall_s, realtime, max_cost)
+            _require_frames(run, reader, image_topic, read[image_topic])
+    _log_skipped(run.rec)
+    report = build_report(bag, pipeline, run.rec, wall_s, realtime, max_cost,
+                          reader.format._asdict())
     return ReplayResult(report, run.rec, run.sheet)
+
+
+def _feed(reader: bagio.InputBag, wanted: Sequence[Any], run: _Run, clock: _Clock,
+          topics: tuple[str, str | None], compressed: bool, progress: bool) -> Counter[str]:
+    """Every message of `wanted` to its _Run method in log-time order; messages read per
+    topic. topics = (patch topic, ground-truth topic or None); the rest are camera images."""
+    patch_topic, gt_topic = topics
+    bar = _progress(sum(c.msgcount for c in wanted), progress)
+    read: Counter[str] = Counter()
+    for conn, log_ns, raw in reader.messages(wanted):
+        bar.update()
+        read[conn.topic] += 1
+        clock.wait_until(log_ns)
+        msg = reader.decode(raw, conn)
+        if msg is None:
+            run.rec.skip(f'undecodable {conn.topic}')
+        elif conn.topic == gt_topic:
+            run.truth(msg, conn.topic)
+        elif conn.topic == patch_topic:
+            run.patch(msg)
+        else:
+            run.frame(msg, raw, log_ns, compressed)
+    bar.close()
+    return read
+
+
+def _unread(connections: Sequence[Any], read: Counter[str]) -> dict[str, int]:
+    """Messages the bag's index lists on a topic but reading did not return, by topic."""
+    listed: Counter[str] = Counter()
+    for conn in connections:
+        listed[conn.topic] += conn.msgcount
+    return {topic: n - read[topic] for topic, n in listed.items() if n > read[topic]}
+
+
+def _require_frames(run: _Run, reader: bagio.InputBag, image_topic: str, read: int) -> None:
+    """BagError when not one image frame was replayed: the report would describe nothing."""
+    if run.rec.frame_stamps:
+        return
+    why = f'; last image error: {run.image_error}' if run.image_error else ''
+    raise bagio.BagError(
+        f'0 image frames replayed from {image_topic!r} of {reader.path} ({read} messages read'
+        f'; skipped {run.rec.skip_summary() or "none"}){why}. The bag has: {reader.topics()}')
+
+
+def _log_skipped(rec: Recorder) -> None:
+    summary = rec.skip_summary()
+    if summary:
+        _logger.warning('skipped %s (report.json: skipped)', summary)
+    else:
+        _logger.info('no message skipped')
 
 
 class _Run:
     """One replay's state: the costs of recent frames (for held-out patches and ground truth
-    that arrives later) and ground truth that came before its frame; one method per topic."""
+    that arrives later), and the patches and ground truth that came before their frame; one
+    method per topic."""
 
     def __init__(self, pipeline: Pipeline, outputs: bagio.OutputBag, hold_out_every: int,
                  max_cost: float, ros1: bool) -> None:
@@ -108,15 +166,21 @@ class _Run:
         self.rec = Recorder()
         self.sheet = ContactSheet(max_cost)
         self.renderer = OutputRenderer(max_cost)
+        self.limit = pipeline.config.buffer_frames  # of each kind of message held
+        self.tolerance_ns = round(pipeline.config.stamp_tolerance_s * 1e9)
         self.recent: dict[int, np.ndarray] = {}  # stamp -> cost (H, W) at camera size
         self.pending_truth: dict[int, np.ndarray] = {}  # stamp -> truth (H, W), frame not yet
+        self.pending_patches: list[tuple[int, np.ndarray]] = []  # (stamp, mask), frame not yet
+        self.replayed: list[int] = []  # sorted stamps of every replayed frame
+        self.image_error = ''  # the last image that could not be decoded, and why
 
     def frame(self, msg: Any, raw: bytes, log_ns: int, compressed: bool) -> None:
         start = time.perf_counter()
         try:
             rgb = codec.compressed_to_rgb(msg) if compressed else codec.image_to_rgb(msg)
         except codec.CodecError as err:
-            self.rec.skip(f'image: {type(err).__name__}')
+            self.image_error = str(err)
+            self.rec.skip(f"image: {str(err).split(';')[0]}"[:100])
             _logger.debug('image skipped: %s', err)
             return
         decoded = time.perf_counter()
@@ -128,12 +192,15 @@ class _Run:
         self.rec.frame(result, (start, decoded, time.perf_counter()))
         overlay = np.frombuffer(rendered['cost_overlay'].data, np.uint8)  # a reused buffer
         self.sheet.add(result.stamp_ns, rgb, overlay.reshape(*rgb.shape).copy())
-        _keep_last(self.recent, result.stamp_ns, result.cost, self.pipeline.config.buffer_frames)
+        bisect.insort(self.replayed, result.stamp_ns)
+        _keep_last(self.recent, result.stamp_ns, result.cost, self.limit)
         if result.stamp_ns in self.pending_truth:
             self._score(result.stamp_ns, result.cost, self.pending_truth.pop(result.stamp_ns))
+        if self.pending_patches:
+            self._match_patches(final=False)
 
     def patch(self, msg: Any) -> None:
-        self.rec.patches += 1
+        """Used (or held out) once its frame has been replayed: now, or when the frame comes."""
         try:
             mask = codec.image_to_array(msg)  # H, W float32, NaN = not measured
             if mask.ndim != 2 or mask.dtype.kind != 'f':
@@ -141,9 +208,43 @@ class _Run:
         except codec.CodecError as err:
             self.rec.skip(f'patch: {err}'[:80])
             return
-        stamp = codec.header_stamp_ns(msg.header)
+        self.pending_patches.append((codec.header_stamp_ns(msg.header), mask))
+        self._match_patches(final=False)
+
+    def finish(self, unread: dict[str, int]) -> None:
+        """The bag has ended: what is still held has no frame; count what was never read."""
+        self._match_patches(final=True)
+        if self.pending_truth:
+            self.rec.skip('ground truth without its frame', len(self.pending_truth))
+        for topic, n in unread.items():
+            self.rec.skip(f'{topic}: listed in the bag but not read', n)
+
+    def _match_patches(self, final: bool) -> None:
+        """Use each held patch whose frame is buffered; keep those waiting for a newer frame
+        (unless `final`); the others are unmatched."""
+        waiting = []
+        for stamp, mask in self.pending_patches:
+            found = self.pipeline.frames.find(stamp, self.tolerance_ns)
+            if found.frame is not None:
+                self._use_patch(mask, stamp, found.frame.stamp_ns)
+            elif found.reason in (MISS_FUTURE, MISS_EMPTY) and not final:
+                waiting.append((stamp, mask))
+            else:
+                self._unmatched(stamp)
+        for stamp, _ in waiting[:-self.limit]:
+            self._unmatched(stamp)
+        self.pending_patches = waiting[-self.limit:]
+
+    def _unmatched(self, stamp: int) -> None:
+        i = bisect.bisect_left(self.replayed, stamp - self.tolerance_ns)
+        replayed = i < len(self.replayed) and self.replayed[i] <= stamp + self.tolerance_ns
+        self.rec.unmatched_patch(f'patch: {MISS_EVICTED}' if replayed else
+                                 'patch without its frame (dropped or not in the bag)')
+
+    def _use_patch(self, mask: np.ndarray, stamp: int, frame_stamp: int) -> None:
+        self.rec.patches += 1
         if self.hold_out_every and self.rec.patches % self.hold_out_every == 0:
-            cost = self.recent.get(stamp)
+            cost = self.recent.get(frame_stamp)
             if cost is None:
                 self.rec.skip('held-out patch without its frame')
             else:
@@ -167,7 +268,9 @@ class _Run:
         if stamp in self.recent:
             self._score(stamp, self.recent[stamp], truth)
         else:
-            _keep_last(self.pending_truth, stamp, truth, self.pipeline.config.buffer_frames)
+            if len(self.pending_truth) >= self.limit and stamp not in self.pending_truth:
+                self.rec.skip('ground truth without its frame')
+            _keep_last(self.pending_truth, stamp, truth, self.limit)
 
     def _score(self, stamp: int, cost: np.ndarray, truth: np.ndarray) -> None:
         if self.rec.ground_truth(cost, truth):
@@ -235,7 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
         'cost map parameters', "the node's parameters (README, ROS 2 node); each given one "
         'overrides the --params file, which overrides the defaults')
     params.add_cli_options(settings, SCOPES)  # type: ignore[arg-type]  # a group adds alike
-    parser.add_argument('bag', type=Path, help='rosbag2 directory (mcap/sqlite3) or ROS 1 .bag')
+    parser.add_argument('bag', type=Path, help='rosbag2 directory (mcap/sqlite3), its '
+                        'metadata.yaml or a .mcap/.db3 storage file, or a ROS 1 .bag')
     parser.add_argument('--model', '--model-path', type=Path, required=True,
                         help='.engine, .onnx (each with its .json EngineSpec) or .pt')
     parser.add_argument('--params', type=Path, default=None, metavar='FILE',
@@ -261,9 +365,21 @@ def resolve_params(args: argparse.Namespace) -> dict[str, Any]:
     return params.resolve(from_file, params.cli_values(args), {'model_path': str(args.model)})
 
 
+def exit_code(err: BaseException) -> int:
+    """EXIT_ENVIRONMENT for a missing package (also behind a BackendError) or a full disk,
+    else EXIT_BAD_INPUT."""
+    if isinstance(err, ImportError) or isinstance(err.__cause__, ImportError):
+        return EXIT_ENVIRONMENT
+    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+        return EXIT_ENVIRONMENT
+    return EXIT_BAD_INPUT
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The console script; returns the exit code (EXIT_*; argparse exits 2 on bad options)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    clean_stale(args.out.parent, args.out.name)  # what a killed earlier replay left
     try:
         values = resolve_params(args)
         with (atomic_directory(args.out, args.overwrite) as tmp,
@@ -277,11 +393,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  if p.scope in SCOPES}}
             write_report(tmp, report, result.recorder, result.sheet)
     except (bagio.BagError, ReplayError, ConfigError, BackendError, EngineSpecError,
-            OSError) as err:
+            OSError, ImportError) as err:
         _logger.error('%s: %s', type(err).__name__, ' '.join(str(err).splitlines()))
-        return 2
+        return exit_code(err)
     _logger.info('wrote %s: %s', args.out, summarize(report))
-    return 0
+    return EXIT_OK
 
 
 if __name__ == '__main__':

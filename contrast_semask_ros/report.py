@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -69,12 +70,15 @@ class ContactSheet:
 
 
 def build_report(bag: Path, pipeline: Pipeline, rec: Recorder, wall_s: float,
-                 realtime: bool, max_cost: float) -> dict[str, Any]:
-    """What report.json holds: the run (bag, model, backend), then the recorder's numbers."""
+                 realtime: bool, max_cost: float, bag_format: Mapping[str, Any] | None = None
+                 ) -> dict[str, Any]:
+    """What report.json holds: the run (bag and how it was read, model, backend), then the
+    recorder's numbers."""
     spec = pipeline.backend.spec
     frames = len(rec.frame_stamps)
     return {
-        'bag': str(bag), 'checkpoint_sha256': spec.checkpoint_sha256,
+        'bag': str(bag), 'bag_format': dict(bag_format or {}),
+        'checkpoint_sha256': spec.checkpoint_sha256,
         'backend': pipeline.backend.name, 'engine_size': [spec.height, spec.width],
         'wall_s': wall_s, 'throughput_fps': frames / wall_s if wall_s > 0 else 0.0,
         'realtime': realtime, 'max_cost': max_cost,
@@ -161,4 +165,6 @@ def summarize(report: dict[str, Any]) -> str:
     if 'mae' in gt:
         parts.append(f"ground-truth MAE {gt['mae']:.3f} on {gt['known_of_labelled']:.0%} "
                      'of labelled pixels')
+    if skipped := sum(report.get('skipped', {}).values()):
+        parts.append(f'{skipped} messages skipped')
     return ', '.join(parts)

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_ENVIRONMENT
 from contrast_semask_train.losses import LossConfig
 
 SEED_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -40,10 +41,6 @@ class ConfigError(ValueError):
 
 
 # Exit codes of every contrast-semask command (README, "Exit codes"): one meaning each.
-EXIT_OK = 0
-EXIT_CHECK_FAILED = 1  # a parity or quality check failed (the run itself worked)
-EXIT_BAD_INPUT = 2  # bad usage or input: missing, unreadable or malformed file, bad option
-EXIT_ENVIRONMENT = 3  # this machine: no GPU, TensorRT or optional package, disk full
 
 
 class MissingEnvironmentError(RuntimeError):

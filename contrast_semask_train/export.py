@@ -36,17 +36,17 @@ import torch
 
 from contrast_semask_ros.atomic import DiskFullError, atomic_path, clean_stale, free_bytes
 from contrast_semask_ros.engine_spec import INPUT_NAMES, EngineSpec, spec_path
-from contrast_semask_train.config import (
+from contrast_semask_ros.exit_codes import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_ENVIRONMENT,
     EXIT_OK,
-    fail,
-    is_environment_problem,
 )
+from contrast_semask_train.config import fail, is_environment_problem
 from contrast_semask_train.model import DeployWrapper, load_checkpoint
 from contrast_semask_train.model.checkpoint import CheckpointError, file_sha256
 from contrast_semask_train.model.precision import to_half_precision
+from contrast_semask_train.tensorrt_build import tensorrt_type_violations
 
 _logger = logging.getLogger('contrast_semask_export')
 
@@ -213,6 +213,10 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
         if bad:
             raise ExportCheckError(f'the exported graph contains non-deployable ops '
                                    f'{sorted(bad)}')
+        unsafe = tensorrt_type_violations(graph)  # uint8/bool where TensorRT 10.0-10.3 fails
+        if unsafe:
+            raise ExportCheckError('the exported graph is not TensorRT-safe: ' + '; '.join(
+                unsafe[:5]))
         spec = dataclasses.replace(spec, onnx_sha256=file_sha256(tmp))  # ties spec to ONNX
         parity = check_parity(reference, tmp, spec, atol=atol, min_cos=min_cos)
         report = {'checkpoint': str(checkpoint), 'onnx': str(out), 'passed': parity.passed,

@@ -33,9 +33,8 @@ import torch.distributed as dist
 from torch import nn
 
 from contrast_semask_ros.atomic import atomic_write_text, clean_stale
+from contrast_semask_ros.exit_codes import EXIT_CHECK_FAILED, EXIT_OK
 from contrast_semask_train.config import (
-    EXIT_CHECK_FAILED,
-    EXIT_OK,
     ConfigError,
     DataSection,
     MissingEnvironmentError,

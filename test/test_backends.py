@@ -137,7 +137,8 @@ def test_tensorrt_paths_without_tensorrt_say_what_to_install(models: tuple[Path,
     proc = subprocess.run(
         [sys.executable, '-m', 'contrast_semask_train.export', 'trt', str(onnx_path), '--out',
          str(tmp_path / 'm.engine')], capture_output=True, text=True, timeout=120, cwd=REPO)
-    assert proc.returncode == 2 and 'install the `tensorrt` package' in proc.stderr
+    # exit 3: an environment problem (README, "Exit codes"), not bad input
+    assert proc.returncode == 3 and 'install the `tensorrt` package' in proc.stderr
     assert not (tmp_path / 'm.engine').exists()
     assert main(['trt', str(tmp_path / 'missing.onnx'), '--out', str(tmp_path / 'x.engine')]) == 2
     # an engine file with a spec: the backend module imports, construction names the packages

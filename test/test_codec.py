@@ -242,9 +242,12 @@ def test_image_to_rgb(encoding: str, to_rgb: Any, pad: int) -> None:
     np.testing.assert_array_equal(rgb, to_rgb(pixels))
 
 
-def test_image_to_rgb_of_an_empty_image() -> None:
-    empty = np.zeros((0, 4), np.uint8)
-    assert codec.image_to_rgb(_plain(empty, 'mono8')).shape == (0, 4, 3)
+@pytest.mark.parametrize('shape', [(0, 4), (3, 0), (0, 0)])
+def test_image_to_rgb_rejects_an_empty_image(shape: tuple[int, int]) -> None:
+    # it used to pass as (0, 4, 3) and fail later, inside the pipeline's resize
+    with pytest.raises(CodecError, match=rf"Image \(encoding 'mono8'\) is {shape[1]}x{shape[0]}: "
+                                         'it has no pixels'):
+        codec.image_to_rgb(_plain(np.zeros(shape, np.uint8), 'mono8'))
 
 
 def test_embedding_layout_round_trip() -> None:
@@ -293,7 +296,7 @@ def test_errors_on_decode() -> None:
     with pytest.raises(CodecError, match=r'step 80 is smaller than one row .* = 84 bytes'):
         codec.image_to_array(msg)
     with pytest.raises(CodecError, match=r"encoding '32FC3'; supported: rgb8, bgr8, rgba8, "
-                                         r'bgra8, mono8\. Publish'):
+                                         r'bgra8, mono8, rgb16, .*, nv12, nv21\. Publish'):
         codec.image_to_rgb(_plain(pixels, '32FC3'))
 
 

@@ -149,3 +149,18 @@ def test_deploy_graph_exports_and_matches_onnxruntime(tmp_path: Path) -> None:
             torch_out = wrapper(*(torch.from_numpy(feeds[n]) for n in INPUT_NAMES))
         for name, a, b in zip(wrapper.output_names, onnx_out, torch_out, strict=True):
             np.testing.assert_allclose(a, b.numpy(), atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize('valid', [0.0, 1.0])
+def test_propagation_in_float16_is_finite_without_valid_prototypes(valid: float) -> None:
+    """TensorRT's FP16 builder flag may run the propagation in float16: its denominator guard
+    must not round to 0 there (0 / 0 = NaN where no prototype is valid)."""
+    torch.manual_seed(0)
+    K, D = 6, 8
+    embedding = F.normalize(torch.randn(1, D, 3, 4), dim=1).half()
+    prototypes = F.normalize(torch.randn(K, D), dim=1).half()
+    cost, confidence = propagate(embedding, prototypes, torch.rand(K).half(),
+                                 torch.full((K,), valid).half(), torch.tensor([0.1]).half())
+    assert torch.isfinite(cost).all() and torch.isfinite(confidence).all()
+    if valid == 0.0:
+        assert (cost == 0).all() and (confidence == -1).all()

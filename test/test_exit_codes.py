@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from contrast_semask_ros.engine_spec import EngineSpec, spec_path
-from contrast_semask_train.config import EXIT_BAD_INPUT, EXIT_ENVIRONMENT
+from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_ENVIRONMENT
 from contrast_semask_train.model import CheckpointError, build_model, save_checkpoint
 from contrast_semask_train.model.checkpoint import read_checkpoint
 

@@ -48,3 +48,20 @@ def test_accuracy_without_known_regions_reports_counts_only() -> None:
     assert result == {'regions': 1, 'regions_unknown': 1}
     with pytest.raises(ValueError, match='one size'):
         held_out_regions(np.zeros((2, 2)), np.zeros((2, 3)))
+
+
+def test_skips_and_unmatched_patches_are_counted_by_reason() -> None:
+    from contrast_semask_ros.metrics import Recorder
+
+    rec = Recorder()
+    assert rec.skip_summary() == ''
+    rec.skip('undecodable /camera')
+    rec.unmatched_patch('patch without its frame (dropped or not in the bag)')
+    rec.unmatched_patch('patch without its frame (dropped or not in the bag)')
+    rec.skip('/camera: listed in the bag but not read', 3)
+    assert rec.patches == 0 and rec.patches_unmatched == 2
+    assert rec.skip_summary() == (
+        '6 message(s): /camera: listed in the bag but not read: 3; patch without its frame '
+        '(dropped or not in the bag): 2; undecodable /camera: 1')
+    summary = rec.summary()
+    assert summary['patches_unmatched'] == 2 and sum(summary['skipped'].values()) == 6

@@ -13,8 +13,10 @@ from .base import Backend, BackendError
 
 _logger = logging.getLogger(__name__)
 
-# Preferred order (issue 4): CUDA, then TensorRT, then CPU, as available.
-PROVIDER_ORDER = ('CUDAExecutionProvider', 'TensorrtExecutionProvider', 'CPUExecutionProvider')
+# Preferred order, as available: TensorRT, then CUDA, then CPU. ONNX Runtime assigns each node
+# to the first provider in the list that takes it, so TensorRT must come first or CUDA takes the
+# whole graph; CUDA runs what TensorRT does not take, and CPU the rest.
+PROVIDER_ORDER = ('TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider')
 
 
 class OnnxRuntimeBackend(Backend):

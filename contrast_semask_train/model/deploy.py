@@ -10,6 +10,13 @@ Propagation (the math of contrast_semask_ros.propagation, which a test compares 
     confidence = max_k valid_k * sim_k  (-1 where none is valid).
 The weights are shifted by the pixel's best valid similarity instead of 1: the same ratio,
 without 0/0 when every exp((sim - 1) / tau) underflows at small tau.
+
+TensorRT-safe graph (JetPack 6 ships TensorRT 10.0-10.3, which takes uint8 and bool tensors in
+few layers before 10.7): the uint8 image is cast to float by the graph's very first op; bool
+tensors only come out of comparisons and go straight into Where (never reshaped, reduced or
+cast to int); every epsilon is a normal float16 number (`layers.FP16_SAFE_EPS`), since TensorRT
+may run any float32 layer in float16 (FP16 builder flag). test/test_graph_trt_safe.py checks
+the exported graph.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import FP16_SAFE_EPS
 from .precision import parameter_dtype
 from .segmentor import ContrastSemask
 
@@ -54,17 +62,22 @@ def propagate(embedding: torch.Tensor, prototypes: torch.Tensor, costs: torch.Te
     K = prototypes.shape[0]
     # reason: a matmul, not einsum (Einsum is not deployable through TensorRT everywhere)
     sim = (prototypes @ embedding.reshape(B, D, h * w)).reshape(B, K, h, w)  # B, K, h, w
-    is_valid = (valid > 0.5).view(1, K, 1, 1)  # 1, K, 1, 1
+    # reason: reshape and reduce the float mask, compare last (TensorRT < 10.7 reshapes and
+    # reduces no bool tensor); the comparisons' bool outputs feed Where only
+    valid = valid.view(1, K, 1, 1)  # 1, K, 1, 1
+    is_valid = valid > 0.5  # 1, K, 1, 1 bool
+    any_valid = valid.amax(1, keepdim=True) > 0.5  # 1, 1, 1, 1 bool
     minus_inf = torch.full_like(sim, float('-inf'))
     best = torch.where(is_valid, sim, minus_inf).amax(1, keepdim=True)  # B, 1, h, w
-    any_valid = is_valid.any()  # 0-dim bool
     confidence = torch.where(any_valid, best, torch.full_like(best, -1.0))  # B, 1, h, w
     shift = torch.where(any_valid, best, torch.zeros_like(best))
     # invalid entries are masked before exp: exp(-inf) = 0, never 0 * inf
     exponent = torch.where(is_valid, (sim - shift) / temperature.view(1, 1, 1, 1), minus_inf)
     weights = torch.exp(exponent)  # B, K, h, w
-    total = weights.sum(1, keepdim=True)  # B, 1, h, w; >= 1 where a prototype is valid
-    cost = (weights * costs.view(1, K, 1, 1)).sum(1, keepdim=True) / total.clamp_min(1e-30)
+    total = weights.sum(1, keepdim=True)  # B, 1, h, w; >= 1 where a prototype is valid, else 0
+    # any guard in (0, 1] gives the same cost; it must survive float16 (1e-30 rounds to 0: 0/0)
+    cost = (weights * costs.view(1, K, 1, 1)).sum(1, keepdim=True) / total.clamp_min(
+        FP16_SAFE_EPS)
     return cost, confidence
 
 
@@ -92,7 +105,9 @@ class DeployWrapper(nn.Module):
                 prototype_costs: torch.Tensor, prototype_valid: torch.Tensor,
                 temperature: torch.Tensor) -> DeployOutputs | DeployOutputsWithLogits:
         H, W = image.shape[1], image.shape[2]
-        x = (image.permute(0, 3, 1, 2).float() - self.mean) / self.std  # 1, 3, H, W
+        # reason: cast first, the graph's first op on `image` (TensorRT < 10.7 transposes no
+        # uint8 tensor)
+        x = (image.float().permute(0, 3, 1, 2) - self.mean) / self.std  # 1, 3, H, W
         # the network may be half precision (precision.py); normalisation, propagation and
         # every output stay float32 (the casts are no-ops for a float32 network)
         outputs = self.model(x.to(parameter_dtype(self.model)))

@@ -6,6 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# The smallest epsilon this package uses in a denominator guard: a normal float16 number
+# (float16's smallest normal is 6.1e-5), so the guard survives wherever the graph runs in
+# float16 (TensorRT's FP16 builder flag may run any float32 layer in float16; 1e-12 or 1e-30
+# round to 0 there, and 0 / 0 is NaN).
+FP16_SAFE_EPS = 1e-4
+
 
 class DropPath(nn.Module):
     """Stochastic depth per sample (Huang et al. 2016); identity at eval time."""
@@ -89,9 +95,10 @@ def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, H, W, C)  # B, H, W, C
 
 
-def l2_normalize(x: torch.Tensor, dim: int = 1, eps: float = 1e-12) -> torch.Tensor:
+def l2_normalize(x: torch.Tensor, dim: int = 1, eps: float = FP16_SAFE_EPS) -> torch.Tensor:
     """Unit L2 norm along `dim` (channels for NCHW), returned in float32. The one normalisation
-    used by the model outputs, the losses and the deploy wrapper."""
+    used by the model outputs, the losses and the deploy wrapper. `eps` bounds the norm from
+    below; its default survives float16 (a vector shorter than it is not normalised)."""
     # reason: float32 even in a half-precision network (a sum of D squares overflows fp16),
     # and the contrastive losses get float32 embeddings under autocast
     return F.normalize(at_least_fp32(x), p=2.0, dim=dim, eps=eps)
