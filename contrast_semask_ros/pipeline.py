@@ -131,6 +131,7 @@ class Pipeline:
         self._unknown: np.ndarray | None = None  # H, W bool scratch
         self._camera_size: tuple[int, int] | None = None
         self.model_path: Path | None = None  # set by open()
+        self.max_image_pixels = 0  # the decoders' limit for callers (params: max_image_pixels)
 
     @classmethod
     def open(cls, values: Mapping[str, Any], reuse_outputs: bool = False) -> Pipeline:
@@ -157,6 +158,7 @@ class Pipeline:
                         f'model size) or to {want}, or export the model for the size you want')
             pipeline = cls(backend, PipelineConfig.from_values(values), reuse_outputs)
             pipeline.model_path = model
+            pipeline.max_image_pixels = int(values.get('max_image_pixels', 0))
             if values.get('bank_load_path'):
                 pipeline.load_bank(values['bank_load_path'])
             return pipeline

@@ -177,7 +177,8 @@ class _Run:
     def frame(self, msg: Any, raw: bytes, log_ns: int, compressed: bool) -> None:
         start = time.perf_counter()
         try:
-            rgb = codec.compressed_to_rgb(msg) if compressed else codec.image_to_rgb(msg)
+            rgb = codec.decode_rgb(msg, 'compressed' if compressed else 'raw',
+                                   self.pipeline.max_image_pixels)
         except codec.CodecError as err:
             self.image_error = str(err)
             self.rec.skip(f"image: {str(err).split(';')[0]}"[:100])

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import TextureModel
 
@@ -359,3 +360,55 @@ def test_a_crash_mid_replay_leaves_the_old_output(texture_model: TextureModel, d
     monkeypatch.undo()
     assert _replay(drive, texture_model, out, '--overwrite') == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
+
+
+def _to_uyvy(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W, 2) UYVY bytes (yuv422): U and V of each pixel pair
+    averaged, BT.601 as OpenCV's RGB2YUV."""
+    import cv2
+
+    yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV).astype(np.float32)  # H, W, 3
+    out = np.empty(rgb.shape[:2] + (2,), np.uint8)
+    out[:, :, 1] = yuv[:, :, 0]  # Y of every pixel
+    u = (yuv[:, 0::2, 1] + yuv[:, 1::2, 1]) / 2
+    v = (yuv[:, 0::2, 2] + yuv[:, 1::2, 2]) / 2
+    out[:, 0::2, 0] = np.round(u)  # U Y0 V Y1
+    out[:, 1::2, 0] = np.round(v)
+    return out
+
+
+def test_a_yuv422_camera_bag_replays_from_the_cli(texture_model: TextureModel, drive: Path,
+                                                  tmp_path: Path) -> None:
+    """A bag whose camera publishes yuv422 (UYVY, as many USB cameras do) replays like the
+    rgb8 original: same frames, costs within the chroma subsampling's error."""
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_JAZZY)
+    image_type = 'sensor_msgs/msg/Image'
+
+    def change(topic: str, log_ns: int, raw: bytes, index: int) -> tuple[int, bytes]:
+        if topic != '/camera/image_raw':
+            return log_ns, raw
+        msg = ts.deserialize_cdr(raw, image_type)
+        rgb = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
+        uyvy = _to_uyvy(rgb)
+        yuv = ts.types[image_type](header=msg.header, height=msg.height, width=msg.width,
+                                   encoding='yuv422', is_bigendian=0, step=2 * msg.width,
+                                   data=uyvy.reshape(-1))
+        return log_ns, bytes(ts.serialize_cdr(yuv, image_type))
+
+    bag = _rewrite(drive, tmp_path / 'yuv', change)
+    assert _replay(bag, texture_model, tmp_path / 'yuv_out') == 0
+    assert _replay(drive, texture_model, tmp_path / 'rgb_out') == 0
+    yuv, rgb = _report(tmp_path / 'yuv_out'), _report(tmp_path / 'rgb_out')
+    assert yuv['frames'] == rgb['frames'] == FRAMES and yuv['skipped'] == {}
+    assert yuv['patches_used'] == rgb['patches_used']
+    assert abs(yuv['coverage']['final'] - rgb['coverage']['final']) < 0.1
+
+
+def test_frames_over_max_image_pixels_are_refused(texture_model: TextureModel, drive: Path,
+                                                  tmp_path: Path) -> None:
+    """--max-image-pixels (the node's max_image_pixels) applies to replay too: 96x128 frames
+    over a 10,000-pixel limit are all refused, so the run reads 0 frames and says so."""
+    assert _replay(drive, texture_model, tmp_path / 'out', '--max-image-pixels', '10000') == 2
+    assert not (tmp_path / 'out').exists()
