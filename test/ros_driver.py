@@ -44,7 +44,7 @@ from contrast_semask_ros.bank import BANK_FORMAT
 
 H, W = 120, 200  # camera size; the test model's engine is 96x128
 FRAME_ID = 'camera_optical'
-OUTPUTS = ('cost', 'confidence', 'embedding', 'cost_overlay')
+OUTPUTS = ('cost', 'confidence', 'embedding', 'cost_overlay', 'embedding_viz')
 NODE = Path(sys.executable).parent / 'cost_map_node'
 
 

@@ -44,7 +44,8 @@ def test_outputs_carry_the_input_header_encoding_and_size(main_run: dict[str, An
     sent = set(main_run['sent_stamps'])
     for topic, (encoding, height, width) in {
             'cost': ('32FC1', H, W), 'confidence': ('32FC1', H, W),
-            'embedding': ('32FC32', 24, 32), 'cost_overlay': ('rgb8', H, W)}.items():
+            'embedding': ('32FC32', 24, 32), 'cost_overlay': ('rgb8', H, W),
+            'embedding_viz': ('rgb8', 24, 32)}.items():  # stride 4 of the 96x128 engine
         first = main_run['first'][topic]
         assert (first['encoding'], first['height'], first['width']) == (encoding, height,
                                                                        width), topic
