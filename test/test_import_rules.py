@@ -141,6 +141,8 @@ RUNTIME_RULES: dict[str, Rule] = {
                                   only='contrast_semask_train.model'),
     # optional extras, lazily where they are used, so the node never needs them
     'yaml': Rule(ANYWHERE, True, 'optional: YAML parameter files (params.py)'),
+    'scipy': Rule(('supervision/*',), True,
+                  'self-supervision: Welch PSD, spline resampling, rotations (python3-scipy)'),
     'rosbags': Rule(ANYWHERE, True, 'optional [replay] extra: bag reading/writing without ROS'),
     'matplotlib': Rule(ANYWHERE, True, 'optional [replay] extra: report plots'),
     'tqdm': Rule(ANYWHERE, True, 'optional [replay] extra: progress bar'),
