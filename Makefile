@@ -12,6 +12,15 @@ REQUIREMENTS := requirements/dev.txt requirements/ros-jazzy.txt
 KILTED_VENV := .venv-kilted
 KILTED_STAMP := $(KILTED_VENV)/.setup-stamp
 PYTEST_ARGS ?=
+# Where pip may also look for torch (requirements/dev.txt pins torch==2.13.0). Empty, the
+# default: pip's configured indexes only; on this project's development and CI machines a local
+# wheel cache holds the CPU build. From plain PyPI on a fresh machine that pin is the CUDA build
+# and about 17 nvidia-* wheels (several GB). On such a machine, before the first `make setup`
+# (or after `make clean`): make setup TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+# takes PyTorch's CPU-only build (torch 2.13.0+cpu satisfies the pin). `make test` and
+# `make demo` take the variable too.
+TORCH_INDEX_URL ?=
+TORCH_INDEX := $(if $(strip $(TORCH_INDEX_URL)),--extra-index-url $(strip $(TORCH_INDEX_URL)))
 
 # pip on this kind of machine prints many harmless "WARNING: Location '...' is ignored: it is
 # neither a file nor a directory." lines. Drop exactly those. The braces keep grep's status 1
@@ -27,7 +36,7 @@ setup: $(STAMP) ## create .venv, install requirements/{dev,ros-jazzy}.txt and th
 
 $(STAMP): $(REQUIREMENTS) setup.py setup.cfg
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install $(addprefix -r ,$(REQUIREMENTS)) 2>&1 | $(PIP_FILTER)
+	$(PY) -m pip install $(TORCH_INDEX) $(addprefix -r ,$(REQUIREMENTS)) 2>&1 | $(PIP_FILTER)
 	$(PY) -m pip install --no-deps -e . 2>&1 | $(PIP_FILTER)
 	touch $@
 

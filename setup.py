@@ -31,7 +31,13 @@ setup(
         'train': ['torch>=2.4', 'pyyaml', 'tqdm', 'matplotlib', 'tensorboard',
                   'opencv-python-headless', 'pillow', 'scikit-image'],
         'export': ['onnx', 'onnxscript', 'onnxruntime'],
-        'replay': ['rosbags', 'matplotlib', 'tqdm', 'opencv-python-headless'],
+        # contrast-semask-replay of an ONNX model (--params reads YAML) and the synthetic
+        # `contrast-semask-data drive-bag` (scikit-image textures); no torch
+        # (test/test_install_robot.py walks their imports, test_install_extras.py installs it)
+        'replay': ['rosbags', 'pyyaml', 'matplotlib', 'tqdm', 'opencv-python-headless',
+                   'onnxruntime', 'scikit-image'],
+        # self-supervised patch costs (contrast_semask_ros/supervision: geometry, IMU cost)
+        'supervision': ['scipy', 'opencv-python-headless'],
         'dev': ['pytest', 'ruff', 'catkin-pkg'],
     },
     python_requires='>=3.10',
@@ -49,7 +55,7 @@ setup(
             'contrast-semask-data = contrast_semask_train.data.cli:main',
             'contrast-semask-train = contrast_semask_train.train:main',
             'contrast-semask-eval = contrast_semask_train.evaluate:main',
-            'contrast-semask-export = contrast_semask_train.export:main',
+            'contrast-semask-export = contrast_semask_train.export_cli:main',
             'contrast-semask-replay = contrast_semask_ros.replay:main',
             'cost_map_node = contrast_semask_ros.node:main',
             'cost_map_lifecycle_node = contrast_semask_ros.lifecycle_node:main',

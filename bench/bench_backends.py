@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Latency of the deployable graph per backend (median and p90 of `infer`, bank of K prototypes).
 
 Random weights (latency does not depend on them). Exports the ONNX graph first.

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The seed's pixel-contrastive bank loss (docs/MODEL.md §3.3): fused/chunked vs the seed's dense
 formulation, forward+backward time and peak memory, for bench/RESULTS.md.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Eager PyTorch forward latency of a model preset (random weights), for bench/RESULTS.md.
 
     .venv/bin/python bench/bench_model.py --variant small --size 512x512 --threads 2

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The highest camera rate cost_map_node sustains without drops (real rclpy + Fast DDS).
 
 The node runs as a subprocess with a given model, sealed with a real rclpy publisher in a

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Replay throughput (frames/s) per model and engine size on this machine.
 
 Random weights (throughput does not depend on them). Exports each model to ONNX, writes one

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Training throughput (images/s) and peak memory per step: forward, losses, backward, AdamW.
 
 Random images and labels (no data loading), so this measures the model and the losses alone.

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from contrast_semask_ros.atomic import clean_stale
+from contrast_semask_ros.engine_spec import file_sha256
 from contrast_semask_ros.exit_codes import EXIT_OK
 from contrast_semask_train.config import fail
 from contrast_semask_train.data.ycor import CLASS_SEEDS, class_seeds
@@ -29,7 +30,6 @@ from contrast_semask_train.model import (
     read_checkpoint,
     save_checkpoint,
 )
-from contrast_semask_train.model.checkpoint import file_sha256
 from contrast_semask_train.model.segmentor import build_configured_model
 
 _logger = logging.getLogger('contrast-semask-convert')

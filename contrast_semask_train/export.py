@@ -1,21 +1,10 @@
-"""Export a checkpoint to the deployable ONNX graph, with its EngineSpec and a parity report.
+"""The torch side of `contrast-semask-export`: a checkpoint to the deployable ONNX graph, with
+its EngineSpec and a parity report.
 
-    contrast-semask-export onnx runs/contrastive_s/best.pt --height 544 --width 1024 \\
-        --bank-size 1024 --out models/contrastive_s_544x1024.onnx
-
-writes `model.onnx` (dynamo exporter, opset 18, static shapes, onnx.checker), `model.onnx.json`
-(the EngineSpec) and `model.onnx.parity.json`: PyTorch against ONNX Runtime on fresh random
-images and random banks, max abs error and cosine per output. The command fails (exit code 1)
-when parity is above tolerance, and nothing is left at --out then. The spec records the ONNX
-file's sha256, so a loader refuses an ONNX file and a spec from different exports. Exit codes
-(README, "Exit codes"): 0 written, 1 parity or graph check failed, 2 unreadable checkpoint/ONNX/
-spec or bad option, 3 TensorRT/onnxruntime/GPU missing or disk full; errors are one line.
-
-    contrast-semask-export trt models/contrastive_s_544x1024.onnx --out models/cs.engine
-
-builds a TensorRT engine (FP16 unless --fp32; INT8 with --int8 --calib DIR) on the GPU that
-will run it; its spec records the TensorRT version, GPU and compute capability, and the runtime
-refuses a mismatch.
+The command line (`build_parser`, `main`) lives in the torch-free `export_cli`, which
+imports this module for `onnx` only: `trt` (ONNX -> TensorRT engine, tensorrt_build.py)
+runs on a robot without torch. Usage and exit codes: export_cli.py or
+`contrast-semask-export --help`.
 """
 
 from __future__ import annotations
@@ -27,7 +16,6 @@ import dataclasses
 import json
 import logging
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,16 +23,16 @@ import numpy as np
 import torch
 
 from contrast_semask_ros.atomic import DiskFullError, atomic_path, clean_stale, free_bytes
-from contrast_semask_ros.engine_spec import INPUT_NAMES, EngineSpec, spec_path
+from contrast_semask_ros.engine_spec import INPUT_NAMES, EngineSpec, file_sha256, spec_path
 from contrast_semask_ros.exit_codes import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
-    EXIT_ENVIRONMENT,
     EXIT_OK,
 )
 from contrast_semask_train.config import fail, is_environment_problem
+from contrast_semask_train.export_cli import build_parser, main  # noqa: F401 (the CLI)
 from contrast_semask_train.model import DeployWrapper, load_checkpoint
-from contrast_semask_train.model.checkpoint import CheckpointError, file_sha256
+from contrast_semask_train.model.checkpoint import CheckpointError
 from contrast_semask_train.model.precision import to_half_precision
 from contrast_semask_train.tensorrt_build import tensorrt_type_violations
 
@@ -231,41 +219,8 @@ def export_onnx(checkpoint: Path, out: Path, height: int, width: int, bank_size:
     return spec, parity
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='contrast-semask-export', description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest='command', required=True)
-    onnx_cmd = sub.add_parser('onnx', help='checkpoint -> deployable ONNX graph + spec + parity')
-    onnx_cmd.add_argument('checkpoint', type=Path, help='a contrast_semask checkpoint (.pt)')
-    onnx_cmd.add_argument('--height', type=int, required=True, help='input image height')
-    onnx_cmd.add_argument('--width', type=int, required=True, help='input image width')
-    onnx_cmd.add_argument('--bank-size', type=int, default=1024, help='Kmax prototypes')
-    onnx_cmd.add_argument('--logits', action='store_true', help='also output the logits')
-    onnx_cmd.add_argument('--fp16', action='store_true',
-                          help='float16 network, LayerNorm/softmax/L2-norm in float32; I/O '
-                          'unchanged (for a strongly typed TensorRT build)')
-    onnx_cmd.add_argument('--atol', type=float, default=None,
-                          help='parity tolerance (default 1e-3, or 3e-2 with --fp16)')
-    onnx_cmd.add_argument('--out', type=Path, required=True, help='the .onnx file to write')
-    trt_cmd = sub.add_parser('trt', help='ONNX (with its spec) -> TensorRT engine for this GPU')
-    trt_cmd.add_argument('onnx', type=Path, help='a file written by `contrast-semask-export onnx`')
-    trt_cmd.add_argument('--fp32', action='store_true',
-                         help='FP32 engine (default: FP16; an --fp16 ONNX file is built '
-                         'strongly typed in its own precision either way)')
-    trt_cmd.add_argument('--int8', action='store_true',
-                         help='INT8 with entropy calibration over --calib images (TRT 10)')
-    trt_cmd.add_argument('--calib', type=Path, default=None,
-                         help='directory of camera images for INT8 calibration')
-    trt_cmd.add_argument('--workspace-gib', type=float, default=4.0)
-    trt_cmd.add_argument('--out', type=Path, required=True, help='the .engine file to write')
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    args = build_parser().parse_args(argv)
-    if args.command == 'trt':
-        return _main_trt(args)
+def main_onnx(args: argparse.Namespace) -> int:
+    """`contrast-semask-export onnx` with parsed `args` (export_cli.main dispatches here)."""
     if args.height < 8 or args.width < 8 or args.bank_size < 1:
         return fail(_logger, '--height/--width must be >= 8 and --bank-size >= 1',
                     EXIT_BAD_INPUT)
@@ -279,29 +234,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary: dict[str, Any] = {k: f'{v:.2e}' for k, v in parity.max_abs_error.items()}
     _logger.info('wrote %s (+ .json spec, .parity.json): %dx%d, D=%d, K=%d; max |err| %s',
                  args.out, spec.height, spec.width, spec.embedding_dim, spec.bank_size, summary)
-    return EXIT_OK
-
-
-def _main_trt(args: argparse.Namespace) -> int:
-    from contrast_semask_ros.engine_spec import EngineSpecError
-    from contrast_semask_train.tensorrt_build import EngineBuildError, build_engine
-
-    onnx_path, out = Path(args.onnx), Path(args.out)
-    if not onnx_path.is_file():
-        return fail(_logger, f'ONNX file not found: {onnx_path}; write one with '
-                    '`contrast-semask-export onnx`', EXIT_BAD_INPUT)
-    for path in (out, spec_path(out)):
-        clean_stale(path.parent, path.name)
-    try:
-        build_engine(onnx_path, out, fp16=not args.fp32,
-                     workspace_bytes=int(args.workspace_gib * 2**30), int8=args.int8,
-                     calibration_dir=args.calib)
-    except EngineBuildError as err:
-        # TensorRT/pycuda missing, or a TensorRT version without the feature: this machine
-        missing = isinstance(err.__cause__, ImportError) or ' has no ' in str(err)
-        return fail(_logger, err, EXIT_ENVIRONMENT if missing else EXIT_BAD_INPUT)
-    except (EngineSpecError, OSError, ImportError) as err:
-        return fail(_logger, err)
     return EXIT_OK
 
 

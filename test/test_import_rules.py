@@ -135,7 +135,7 @@ RUNTIME_RULES: dict[str, Rule] = {
     'tensorrt': Rule(BACKENDS, True, 'TensorRT backend'),
     'pycuda': Rule(BACKENDS, True, 'TensorRT backend buffers and streams'),
     # the model package: only the PyTorch backend, and only contrast_semask_train.model (the
-    # deploy wrapper, load_checkpoint, precision helpers, file_sha256); dependencies flow one way
+    # deploy wrapper, load_checkpoint, precision helpers); dependencies flow one way
     'contrast_semask_train': Rule(('backends/torch_backend.py',), True,
                                   'PyTorch backend builds the model from a checkpoint',
                                   only='contrast_semask_train.model'),

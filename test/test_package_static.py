@@ -26,17 +26,23 @@ CONSOLE_SCRIPTS = {
     'contrast-semask-data': 'contrast_semask_train.data.cli:main',
     'contrast-semask-train': 'contrast_semask_train.train:main',
     'contrast-semask-eval': 'contrast_semask_train.evaluate:main',
-    'contrast-semask-export': 'contrast_semask_train.export:main',
+    'contrast-semask-export': 'contrast_semask_train.export_cli:main',
     'contrast-semask-replay': 'contrast_semask_ros.replay:main',
     'cost_map_node': 'contrast_semask_ros.node:main',
     'cost_map_lifecycle_node': 'contrast_semask_ros.lifecycle_node:main',
 }
 
 REQUIRED_EXEC_DEPENDS = {
-    'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'std_srvs', 'launch', 'launch_ros',
-    'python3-numpy', 'python3-opencv',
+    'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'std_srvs', 'lifecycle_msgs',
+    'rcl_interfaces', 'launch', 'launch_ros', 'python3-numpy', 'python3-opencv',
+    # a rosdep pip key: .onnx models on any robot (README, Install on a robot)
+    'python3-onnxruntime-pip',
 }
-REQUIRED_TEST_DEPENDS = {'ament_copyright', 'ament_flake8', 'ament_pep257', 'python3-pytest'}
+REQUIRED_TEST_DEPENDS = {'python3-pytest'}
+# ament's lint test_depends and the test file each one needs (ament_python's templates)
+AMENT_LINT_TESTS = {'ament_copyright': 'test_copyright.py', 'ament_flake8': 'test_flake8.py',
+                    'ament_pep257': 'test_pep257.py'}
+ROS_SUFFIXES = ('_msgs', '_srvs', '_interfaces')
 # The robot gets rclpy (and maybe opencv) from apt; torch is for training/export only.
 BASE_INSTALL_REQUIRES = {'setuptools', 'numpy'}
 
@@ -97,6 +103,43 @@ def test_package_xml_dependencies(package):
     assert REQUIRED_TEST_DEPENDS <= test_depends, REQUIRED_TEST_DEPENDS - test_depends
 
 
+def _imported_tops(paths: list[Path]) -> dict[str, str]:
+    """Top-level module -> first 'file:line' importing it, over every import in `paths`."""
+    found: dict[str, str] = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                found.setdefault(name.split('.')[0],
+                                 f'{path.relative_to(REPO)}:{node.lineno}')
+    return found
+
+
+def test_package_xml_declares_every_ros_package_the_code_imports(package):
+    # the node, the lifecycle node and the launch files, everything that runs under ROS
+    paths = sorted((REPO / PACKAGE).rglob('*.py')) + sorted((REPO / 'launch').glob('*.py'))
+    ros = {top: where for top, where in _imported_tops(paths).items()
+           if top in ('rclpy', 'launch', 'launch_ros', 'ament_index_python')
+           or top.endswith(ROS_SUFFIXES)}
+    assert 'rclpy' in ros and 'rcl_interfaces' in ros, ros
+    declared = {d.name for d in package.exec_depends}
+    missing = {top: where for top, where in ros.items() if top not in declared}
+    assert not missing, f'imported but not an exec_depend in package.xml: {missing}'
+
+
+def test_package_xml_declares_ament_lint_only_with_its_tests(package):
+    test_depends = {d.name for d in package.test_depends}
+    for depend, test_file in AMENT_LINT_TESTS.items():
+        if depend in test_depends:
+            assert (REPO / 'test' / test_file).is_file(), (
+                f'package.xml declares {depend} but test/{test_file} does not exist')
+
+
 def test_package_xml_matches_setup_py(package):
     kwargs = _setup_kwargs()
     assert kwargs.get('name') == package.name
@@ -132,14 +175,12 @@ def _checkout_files() -> list[Path]:
     ]
 
 
-@pytest.fixture(scope='module')
-def wheel(tmp_path_factory):
-    """Build the wheel from a clean copy of the checkout (no stale build/ or egg-info)."""
-    source = tmp_path_factory.mktemp('source')
+def build_wheel(source: Path, out: Path) -> Path:
+    """Build the wheel from a clean copy of the checkout in `source` (no stale build/ or
+    egg-info) into `out`; no network (no build isolation, no dependencies)."""
     for relative in _checkout_files():
         (source / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / relative, source / relative)
-    out = tmp_path_factory.mktemp('wheel')
     proc = subprocess.run(
         [sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation',
          '--disable-pip-version-check', '-w', str(out), str(source)],
@@ -148,7 +189,14 @@ def wheel(tmp_path_factory):
     assert proc.returncode == 0, f'pip wheel failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}'
     wheels = list(out.glob('*.whl'))
     assert len(wheels) == 1, wheels
-    with zipfile.ZipFile(wheels[0]) as archive:
+    return wheels[0]
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory):
+    source = tmp_path_factory.mktemp('source')
+    path = build_wheel(source, tmp_path_factory.mktemp('wheel'))
+    with zipfile.ZipFile(path) as archive:
         contents = {name: archive.read(name) for name in archive.namelist()}
     return source, contents
 
@@ -213,3 +261,106 @@ def test_wheel_console_scripts_resolve(wheel, package):
         tree = ast.parse(contents[path].decode())
         functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
         assert function in functions, f'{target}: no top-level def {function}() in {path}'
+
+
+@pytest.mark.slow
+def test_wheel_data_files_are_the_colcon_install_layout(wheel, package):
+    """colcon (ament_python) installs setup.py's data_files under the install prefix: the wheel's
+    .data/data/ tree is that layout. The launch file, the node's params file and the ament index
+    marker (without which `ros2 run`/`ros2 launch` cannot find the package) must be there."""
+    source, contents = wheel
+    data = f'{PACKAGE}-{package.version}.data/data/'
+    installed = {name[len(data):] for name in contents if name.startswith(data)}
+    expected = {
+        f'share/ament_index/resource_index/packages/{PACKAGE}',
+        f'share/{PACKAGE}/package.xml',
+        f'share/{PACKAGE}/launch/cost_map.launch.py',
+        f'share/{PACKAGE}/config/cost_map.yaml',
+    }
+    assert expected <= installed, expected - installed
+    # and every launch file and config of the checkout, nothing else
+    for pattern in ('launch/*.launch.py', 'config/*.yaml', 'config/train/*.yaml'):
+        expected |= {f'share/{PACKAGE}/{p.relative_to(source).as_posix()}'
+                     for p in source.glob(pattern)}
+    assert installed == expected, installed ^ expected
+    marker = contents[f'{data}share/ament_index/resource_index/packages/{PACKAGE}']
+    assert marker == (REPO / 'resource' / PACKAGE).read_bytes()
+
+
+# --- The README's commands for a robot --------------------------------------------------------
+
+README = REPO / 'README.md'
+ROS2_RUN = re.compile(rf'ros2\s+run\s+{PACKAGE}\s+([\w-]+)')
+
+
+def _setup_console_scripts() -> dict[str, str]:
+    tree = ast.parse((REPO / 'setup.py').read_text(), filename='setup.py')
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'setup':
+            for keyword in node.keywords:
+                if keyword.arg == 'entry_points':
+                    lines = ast.literal_eval(keyword.value)['console_scripts']
+                    return dict(tuple(part.strip() for part in line.split('=')) for line in lines)
+    raise AssertionError('no setup(entry_points=...) in setup.py')
+
+
+def test_setup_py_console_scripts():
+    assert _setup_console_scripts() == CONSOLE_SCRIPTS
+
+
+def test_readme_ros2_run_lines_name_console_scripts():
+    """ament_python installs console scripts as lib/<package>/<name>, and `ros2 run <package>
+    <name>` runs exactly that file: every name the README runs must be a console script, and
+    every console script must be shown in its `ros2 run` form (after colcon they are not on
+    PATH)."""
+    names = ROS2_RUN.findall(README.read_text())
+    assert names, 'the README shows no `ros2 run contrast_semask_ros ...` line'
+    unknown = sorted(set(names) - set(CONSOLE_SCRIPTS))
+    assert not unknown, f'`ros2 run` names that are not console scripts: {unknown}'
+    not_shown = sorted(set(CONSOLE_SCRIPTS) - set(names))
+    assert not not_shown, f'console scripts without a `ros2 run` form in the README: {not_shown}'
+
+
+def test_readme_bare_commands_are_console_scripts():
+    commands = set(re.findall(r'(?<![\w/-])(contrast-semask-[a-z]+)', README.read_text()))
+    assert commands and commands <= set(CONSOLE_SCRIPTS), commands - set(CONSOLE_SCRIPTS)
+
+
+def _ros_args_examples(text: str) -> list[str]:
+    """Each `ros2 run <package> <name> --ros-args ...` of the README on one line: up to the end
+    of its inline code span, its code block, a blank line or the next `ros2 run|launch`."""
+    examples = []
+    for match in re.finditer(rf'ros2\s+run\s+{PACKAGE}\s+[\w-]+\s+--ros-args', text):
+        rest = text[match.start():]
+        following = re.search(r'\bros2\s+(?:run|launch)\s', rest[4:])
+        end = min(i for i in (rest.find('`'), rest.find('\n\n'), len(rest),
+                              following.start() + 4 if following else -1) if i >= 0)
+        examples.append(' '.join(rest[:end].replace('\\\n', ' ').split()))
+    return examples
+
+
+def test_readme_ros2_run_examples_put_the_params_file_first():
+    """A later --params-file overrides earlier -p values: --params-file must come first, and
+    name the installed share file, not a path of the source tree."""
+    examples = _ros_args_examples(README.read_text())
+    assert len(examples) >= 2, 'no `ros2 run ... --ros-args` example in the README'
+    share = f'$(ros2 pkg prefix {PACKAGE})/share/{PACKAGE}/'
+    for example in examples:
+        assert '--params-file' in example, example
+        if ' -p ' in example:
+            assert example.index('--params-file') < example.index(' -p '), example
+        for match in re.finditer(r'--params-file\s+("[^"]*"|\S+)', example):
+            assert match.group(1).strip('"').startswith(share), example
+
+
+def test_bench_scripts_the_readme_runs_are_executable():
+    """The README runs bench scripts directly (`bench/bench_backends.py --device cuda ...`):
+    each needs a shebang and the execute bit (git records the mode, so a clone has it)."""
+    named = set(re.findall(r'bench/[\w-]+\.py', README.read_text()))
+    assert named, 'the README names no bench script'
+    for script in sorted(named | {p.relative_to(REPO).as_posix()
+                                  for p in (REPO / 'bench').glob('*.py')}):
+        path = REPO / script
+        assert path.is_file(), f'the README names {script}, which does not exist'
+        assert path.read_text().startswith('#!/usr/bin/env python3\n'), f'{script}: no shebang'
+        assert path.stat().st_mode & 0o111 == 0o111, f'{script} is not executable (chmod +x)'

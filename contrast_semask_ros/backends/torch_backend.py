@@ -1,8 +1,8 @@
 """PyTorch backend: the deploy wrapper rebuilt from a checkpoint alone (CUDA or CPU).
 
 The only runtime module that imports torch and the model package, lazily at construction, and
-only `contrast_semask_train.model` (the deploy wrapper, load_checkpoint, precision helpers,
-file_sha256): the spec is built here from the model's config with `EngineSpec.build`.
+only `contrast_semask_train.model` (the deploy wrapper, load_checkpoint, precision helpers):
+the spec is built here from the model's config with `EngineSpec.build`.
 
 Precision: 'fp32', 'fp16' or 'bf16' (model/precision.py: half-precision network, LayerNorm,
 softmax and L2 normalisation in float32, float32 propagation); 'auto' is fp16 on CUDA and fp32
@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from contrast_semask_ros.engine_spec import EngineSpec, EngineSpecError
+from contrast_semask_ros.engine_spec import EngineSpec, EngineSpecError, file_sha256
 
 from .base import Backend, BackendError
 
@@ -38,7 +38,6 @@ class TorchBackend(Backend):
             import torch
 
             from contrast_semask_train.model import DeployWrapper, load_checkpoint
-            from contrast_semask_train.model.checkpoint import file_sha256
             from contrast_semask_train.model.precision import HALF_DTYPES, to_half_precision
         except ImportError as err:
             raise BackendError('the PyTorch backend needs torch and this package\'s training '

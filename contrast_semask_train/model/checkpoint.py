@@ -9,7 +9,6 @@ mapped onto the model by `published.py`.
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import pickle
@@ -32,15 +31,6 @@ CHECKPOINT_FORMAT = 'contrast_semask/1'
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded into the model; the message says why and what to do."""
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks (recorded by conversion and export)."""
-    digest = hashlib.sha256()
-    with Path(path).open('rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike, trust_pickle: bool = False,
