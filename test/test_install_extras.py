@@ -66,3 +66,41 @@ def test_replay_extra_in_a_clean_venv_runs_its_commands(texture_model, tmp_path:
                  '--out', 'm.engine'], work)
     assert proc.returncode == 3 and 'TensorRT is not installed' in proc.stderr, proc.stderr
     assert 'torch' not in proc.stderr.replace('pytorch', '')
+
+
+@pytest.mark.slow
+def test_train_export_supervision_dev_extras_in_a_clean_venv(texture_model, tmp_path: Path):
+    """The other extras, in one more clean venv (torch comes from this machine's CPU wheel via
+    the requirements/dev.txt pin): synthetic data and its conversion (train), an ONNX export
+    of a checkpoint (export), the supervision core's geometry and IMU cost (supervision), and
+    the linters (dev)."""
+    wheel = build_wheel(tmp_path / 'source', tmp_path / 'wheel')
+    env_dir = tmp_path / 'venv'
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python, bin_dir = env_dir / 'bin' / 'python', env_dir / 'bin'
+    proc = _run([python, '-m', 'pip', 'install', '--disable-pip-version-check',
+                 '-c', REPO / 'requirements' / 'dev.txt',
+                 f'{wheel}[train,export,supervision,dev]'], tmp_path, 900)
+    assert proc.returncode == 0, f'pip install failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}'
+    work = tmp_path / 'work'
+    work.mkdir()
+    for command in (
+            ['contrast-semask-data', 'synth', 'raw', '--n', '4', '--seed', '0', '--no-progress'],
+            ['contrast-semask-data', 'convert-ycor', 'raw', 'ycor', '--no-progress'],
+            ['contrast-semask-export', 'onnx', texture_model.checkpoint, '--height', '64',
+             '--width', '96', '--bank-size', '16', '--out', 'm.onnx'],
+            ['ruff', '--version']):
+        proc = _run([bin_dir / command[0], *command[1:]], work, 600)
+        assert proc.returncode == 0, f'{command}: {proc.stderr[-3000:]}'
+    assert (work / 'ycor' / 'manifest.json').is_file() and (work / 'm.onnx').is_file()
+    code = ('import numpy as np\n'
+            'from contrast_semask_ros.supervision import geometry, traversal\n'
+            't = np.arange(0, 2, 1 / 200)\n'
+            'imu = traversal.ImuTraversalCost()\n'
+            'for s, z in zip(t, 9.81 + np.sin(2 * np.pi * 10 * t)):\n'
+            '    imu.add(int(s * 1e9), np.array([0.0, 0.0, z]))\n'
+            'print(round(imu.power_at(int(1.9e9)).power, 2))\n'
+            'print(geometry.pose_from_xyz_rpy([1, 2, 3], [0, 0, 0])[:3, 3].tolist())\n')
+    proc = _run([python, '-c', code], work)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ['0.5', '[1.0,', '2.0,', '3.0]']  # A²/2 for A = 1
