@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from test_install_robot import console_scripts
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = 'contrast_semask_ros'
@@ -293,19 +294,8 @@ README = REPO / 'README.md'
 ROS2_RUN = re.compile(rf'ros2\s+run\s+{PACKAGE}\s+([\w-]+)')
 
 
-def _setup_console_scripts() -> dict[str, str]:
-    tree = ast.parse((REPO / 'setup.py').read_text(), filename='setup.py')
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and getattr(node.func, 'id', '') == 'setup':
-            for keyword in node.keywords:
-                if keyword.arg == 'entry_points':
-                    lines = ast.literal_eval(keyword.value)['console_scripts']
-                    return dict(tuple(part.strip() for part in line.split('=')) for line in lines)
-    raise AssertionError('no setup(entry_points=...) in setup.py')
-
-
 def test_setup_py_console_scripts():
-    assert _setup_console_scripts() == CONSOLE_SCRIPTS
+    assert console_scripts() == CONSOLE_SCRIPTS  # setup.py read with ast (test_install_robot)
 
 
 def test_readme_ros2_run_lines_name_console_scripts():
