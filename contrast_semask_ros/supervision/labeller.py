@@ -1,0 +1,349 @@
+"""Footprint labelling of past camera frames (ROS-free; docs/SUPERVISION.md, "Labelling").
+
+The robot measures a traversal cost where it stands (`traversal`); this module paints that cost
+into the camera frames that saw the ground before the robot got there, as `patch_cost` masks.
+
+- `PoseHistory`: odometry poses T_odom_base (4, 4) in a time-ordered buffer of the last
+  `max_age_s` seconds; `at(stamp_ns)` interpolates between the two neighbours (translation
+  linearly, rotation by slerp), None outside the covered range or across a gap > `max_gap_s`.
+  Out-of-order and duplicate stamps and invalid poses are dropped and counted; a jump (faster
+  than `max_speed_mps` between consecutive poses: an odometry reset, a relocalisation) is
+  counted and the history restarts at the new pose.
+- `Keyframes`: the camera frames worth labelling, selected by distance travelled by the base
+  (`keyframe_distance_m`) or, when a frame's pose is unknown, by time (`keyframe_period_s`);
+  bounded by count and age. A keyframe whose pose was unknown when it came is resolved later
+  (odometry often lags the camera). `add(..., force=True)` skips the selection: the cost node
+  announces the frames it keeps, and the labeller labels exactly those.
+- `FootprintLabeller`: `label(stamp_ns, cost)` projects the footprint at the pose the robot had
+  at `stamp_ns` into every older keyframe within `max_age_s` and `max_range_m`, filled with
+  `cost`: one `Label` per keyframe, a float32 mask (H / scale, W / scale), NaN elsewhere, stamped
+  with the keyframe's stamp (the patch_cost contract). `accumulate` merges several labels of
+  one keyframe by the per-pixel mean.
+
+scipy is imported inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from contrast_semask_ros.supervision.geometry import (
+    CameraModel,
+    GeometryError,
+    check_pose,
+    footprint_polygon,
+    invert,
+    rasterise_footprint,
+    transform_points,
+)
+
+_NS = 1_000_000_000
+_DISTANCE_SLACK_M = 1e-9  # a keyframe distance reached up to float rounding counts as reached
+
+
+def _seconds_to_ns(value: float, name: str) -> int:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f'{name} must be a positive number of seconds, got {value!r}')
+    return int(round(value * _NS))
+
+
+def _positive(value: float, name: str) -> float:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ValueError(f'{name} must be a positive finite number, got {value!r}')
+    return float(value)
+
+
+class PoseHistory:
+    """Odometry poses T_odom_base (4, 4) by stamp (ns), the last `max_age_s` seconds."""
+
+    def __init__(self, *, max_age_s: float = 10.0, max_gap_s: float = 0.5,
+                 max_speed_mps: float = 10.0) -> None:
+        self.max_age_ns = _seconds_to_ns(max_age_s, 'max_age_s')
+        self.max_gap_ns = _seconds_to_ns(max_gap_s, 'max_gap_s')
+        self.max_speed_mps = _positive(max_speed_mps, 'max_speed_mps')
+        self._stamps: list[int] = []  # ascending
+        self._poses: list[np.ndarray] = []  # 4, 4 each
+        self.counters: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._stamps)
+
+    @property
+    def span_ns(self) -> tuple[int, int] | None:
+        """(oldest, newest) stamp held, None when empty."""
+        return (self._stamps[0], self._stamps[-1]) if self._stamps else None
+
+    def clear(self) -> None:
+        self._stamps.clear()
+        self._poses.clear()
+
+    def add(self, stamp_ns: int, T_odom_base: Any) -> bool:
+        """One odometry pose; False when it was dropped (counted: `invalid_pose`, `duplicate`,
+        `out_of_order`). A jump is kept: the history restarts from it (`jumps`)."""
+        stamp_ns = int(stamp_ns)
+        try:
+            T = check_pose(T_odom_base, 'T_odom_base').copy()
+        except GeometryError:
+            self.counters['invalid_pose'] += 1
+            return False
+        if self._stamps:
+            last = self._stamps[-1]
+            if stamp_ns == last:
+                self.counters['duplicate'] += 1
+                return False
+            if stamp_ns < last:
+                self.counters['out_of_order'] += 1
+                return False
+            distance = float(np.linalg.norm(T[:3, 3] - self._poses[-1][:3, 3]))
+            if distance > self.max_speed_mps * (stamp_ns - last) / _NS:
+                self.counters['jumps'] += 1
+                self.clear()
+        self._stamps.append(stamp_ns)
+        self._poses.append(T)
+        expired = bisect.bisect_left(self._stamps, stamp_ns - self.max_age_ns)
+        if expired:
+            del self._stamps[:expired]
+            del self._poses[:expired]
+        self.counters['poses'] += 1
+        return True
+
+    def at(self, stamp_ns: int) -> np.ndarray | None:
+        """T_odom_base (4, 4) at stamp_ns, interpolated between the two neighbours (translation
+        linearly, rotation by slerp); None outside [oldest, newest] or when the neighbours are
+        more than max_gap_s apart."""
+        from scipy.spatial.transform import Rotation, Slerp
+
+        stamp_ns = int(stamp_ns)
+        if not self._stamps or not self._stamps[0] <= stamp_ns <= self._stamps[-1]:
+            return None
+        i = bisect.bisect_left(self._stamps, stamp_ns)
+        if self._stamps[i] == stamp_ns:
+            return self._poses[i].copy()
+        t0, t1 = self._stamps[i - 1], self._stamps[i]
+        if t1 - t0 > self.max_gap_ns:
+            return None
+        T0, T1 = self._poses[i - 1], self._poses[i]
+        a = (stamp_ns - t0) / (t1 - t0)
+        slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]])))
+        T = np.eye(4)
+        T[:3, :3] = slerp([a]).as_matrix()[0]
+        T[:3, 3] = (1.0 - a) * T0[:3, 3] + a * T1[:3, 3]
+        return T
+
+
+class Keyframe(NamedTuple):
+    stamp_ns: int
+    T_odom_optical: np.ndarray | None  # 4, 4; None while the frame's pose is unknown
+    camera: CameraModel
+    image_size: tuple[int, int]  # H, W of the camera image
+
+
+class Keyframes:
+    """The camera frames worth labelling (module docstring), oldest first."""
+
+    def __init__(self, T_base_optical: Any, *, keyframe_distance_m: float = 0.2,
+                 keyframe_period_s: float = 0.5, max_age_s: float = 10.0,
+                 max_count: int = 100) -> None:
+        self.T_base_optical = check_pose(T_base_optical, 'T_base_optical').copy()
+        self.keyframe_distance_m = _positive(keyframe_distance_m, 'keyframe_distance_m')
+        self.period_ns = _seconds_to_ns(keyframe_period_s, 'keyframe_period_s')
+        self.max_age_ns = _seconds_to_ns(max_age_s, 'max_age_s')
+        if isinstance(max_count, bool) or not isinstance(max_count, int) or max_count < 1:
+            raise ValueError(f'max_count must be a positive integer, got {max_count!r}')
+        self.max_count = max_count
+        self._frames: list[Keyframe] = []
+        self._last_position: np.ndarray | None = None  # 3: base position of the last posed one
+        self.counters: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __iter__(self) -> Iterator[Keyframe]:
+        return iter(list(self._frames))  # a copy: safe while keyframes change
+
+    def add(self, stamp_ns: int, camera: CameraModel, T_odom_base: Any | None,
+            force: bool = False) -> bool:
+        """Offer a camera frame; True when it became a keyframe. T_odom_base (4, 4) is the base
+        pose at the frame's stamp, None when unknown. force=True keeps it without selection.
+        Dropped and counted: `out_of_order` (not newer than the newest keyframe)."""
+        stamp_ns = int(stamp_ns)
+        if not isinstance(camera, CameraModel):
+            raise GeometryError(f'camera must be a CameraModel, got {type(camera).__name__}')
+        last = self._frames[-1] if self._frames else None
+        if last is not None and stamp_ns <= last.stamp_ns:
+            self.counters['out_of_order'] += 1
+            return False
+        T = None if T_odom_base is None else check_pose(T_odom_base, 'T_odom_base')
+        if not force:
+            if T is not None and self._last_position is not None:
+                moved = float(np.linalg.norm(T[:3, 3] - self._last_position))
+                if moved < self.keyframe_distance_m - _DISTANCE_SLACK_M:
+                    return False
+            elif T is None and last is not None and stamp_ns - last.stamp_ns < self.period_ns:
+                return False
+        if T is not None:
+            self._last_position = T[:3, 3].copy()
+        T_odom_optical = None if T is None else T @ self.T_base_optical
+        self._frames.append(Keyframe(stamp_ns, T_odom_optical, camera, camera.image_size))
+        self.counters['keyframes'] += 1
+        if T is None:
+            self.counters['unposed'] += 1
+        self.expire(stamp_ns)
+        return True
+
+    def expire(self, now_ns: int) -> None:
+        """Forget keyframes older than max_age_s before now_ns (`expired`) and the oldest beyond
+        max_count (`evicted`)."""
+        cutoff = int(now_ns) - self.max_age_ns
+        old = 0
+        while old < len(self._frames) and self._frames[old].stamp_ns < cutoff:
+            old += 1
+        extra = max(len(self._frames) - old - self.max_count, 0)
+        self.counters['expired'] += old
+        self.counters['evicted'] += extra
+        del self._frames[:old + extra]
+
+    def resolve(self, pose_at: Callable[[int], np.ndarray | None]) -> int:
+        """Fill in the pose of keyframes that came without one, from `pose_at(stamp_ns)` ->
+        T_odom_base or None; returns how many were resolved."""
+        resolved = 0
+        for i, frame in enumerate(self._frames):
+            if frame.T_odom_optical is None:
+                T = pose_at(frame.stamp_ns)
+                if T is not None:
+                    self._frames[i] = frame._replace(T_odom_optical=T @ self.T_base_optical)
+                    resolved += 1
+        self.counters['resolved'] += resolved
+        return resolved
+
+
+class Label(NamedTuple):
+    keyframe_stamp_ns: int
+    mask: np.ndarray  # H / scale, W / scale float32: the cost on the footprint, NaN elsewhere
+    pixels: int  # how many mask pixels hold the cost
+
+
+class FootprintLabeller:
+    """Odometry + traversal cost -> patch_cost masks for past keyframes (module docstring).
+
+    T_base_optical (4, 4): the camera optical frame in the base frame (camera_pose_to_optical).
+    The footprint is robot_length x robot_width, centred on the base origin, at z =
+    ground_offset of the base frame. A keyframe is labelled when it is older than the label's
+    stamp, at most max_age_s older, and its camera centre is within max_range_m of the
+    footprint's centre (3-D distance)."""
+
+    def __init__(self, T_base_optical: Any, robot_length: float, robot_width: float, *,
+                 ground_offset: float = 0.0, max_range_m: float = 8.0, max_age_s: float = 10.0,
+                 mask_scale: int = 1, keyframe_distance_m: float = 0.2,
+                 keyframe_period_s: float = 0.5, max_keyframes: int = 100,
+                 max_gap_s: float = 0.5, max_speed_mps: float = 10.0) -> None:
+        self.T_base_optical = check_pose(T_base_optical, 'T_base_optical').copy()
+        self.footprint = footprint_polygon(robot_length, robot_width, ground_offset)  # 4, 3
+        self.max_range_m = _positive(max_range_m, 'max_range_m')
+        self.max_age_ns = _seconds_to_ns(max_age_s, 'max_age_s')
+        if isinstance(mask_scale, bool) or not isinstance(mask_scale, int) or mask_scale < 1:
+            raise ValueError(f'mask_scale must be a positive integer, got {mask_scale!r}')
+        self.mask_scale = mask_scale
+        self.poses = PoseHistory(max_age_s=max_age_s, max_gap_s=max_gap_s,
+                                 max_speed_mps=max_speed_mps)
+        self.keyframes = Keyframes(self.T_base_optical, keyframe_distance_m=keyframe_distance_m,
+                                   keyframe_period_s=keyframe_period_s, max_age_s=max_age_s,
+                                   max_count=max_keyframes)
+        self.counters: Counter[str] = Counter()
+
+    def add_pose(self, stamp_ns: int, T_odom_base: Any) -> bool:
+        """An odometry pose (nav_msgs/Odometry pose as T_odom_base (4, 4))."""
+        return self.poses.add(stamp_ns, T_odom_base)
+
+    def add_frame(self, stamp_ns: int, camera: CameraModel, force: bool = False) -> bool:
+        """A camera frame (its camera_info); True when it became a keyframe. GeometryError when
+        mask_scale does not divide the camera's image size."""
+        if camera.width % self.mask_scale or camera.height % self.mask_scale:
+            raise GeometryError(f'mask_scale {self.mask_scale} must divide the image size '
+                                f'{camera.height}x{camera.width}')
+        return self.keyframes.add(stamp_ns, camera, self.poses.at(stamp_ns), force=force)
+
+    def label(self, stamp_ns: int, cost: float) -> list[Label]:
+        """The footprint at the pose of stamp_ns, filled with cost, in every keyframe that saw
+        it (class docstring), oldest keyframe first. No labels (counted) for a non-finite cost
+        (`no_cost`) or an unknown pose (`no_pose`); keyframes skipped are counted by reason:
+        `not_older`, `too_old`, `unposed_keyframe`, `out_of_range`, `empty`."""
+        stamp_ns = int(stamp_ns)
+        if not math.isfinite(cost):
+            self.counters['no_cost'] += 1
+            return []
+        T_odom_base = self.poses.at(stamp_ns)
+        if T_odom_base is None:
+            self.counters['no_pose'] += 1
+            return []
+        self.keyframes.resolve(self.poses.at)
+        centre = T_odom_base @ np.array([0.0, 0.0, self.footprint[0, 2], 1.0])  # 4
+        labels = []
+        for frame in self.keyframes:
+            age_ns = stamp_ns - frame.stamp_ns
+            if age_ns <= 0:
+                self.counters['not_older'] += 1
+                continue
+            if age_ns > self.max_age_ns:
+                self.counters['too_old'] += 1
+                continue
+            if frame.T_odom_optical is None:
+                self.counters['unposed_keyframe'] += 1
+                continue
+            if np.linalg.norm(frame.T_odom_optical[:3, 3] - centre[:3]) > self.max_range_m:
+                self.counters['out_of_range'] += 1
+                continue
+            T_optical_base = invert(frame.T_odom_optical) @ T_odom_base
+            covered = rasterise_footprint(self.footprint, T_optical_base, frame.camera,
+                                          scale=self.mask_scale)  # h, w bool
+            pixels = int(covered.sum())
+            if not pixels:
+                self.counters['empty'] += 1
+                continue
+            mask = np.full(covered.shape, np.nan, np.float32)  # h, w
+            mask[covered] = cost
+            labels.append(Label(frame.stamp_ns, mask, pixels))
+        self.counters['labels'] += len(labels)
+        return labels
+
+    def footprint_in_odom(self, stamp_ns: int) -> np.ndarray | None:
+        """The footprint corners (4, 3) in the odometry frame at stamp_ns (for markers)."""
+        T = self.poses.at(stamp_ns)
+        return None if T is None else transform_points(T, self.footprint)
+
+
+def accumulate(labels: Iterable[Label]) -> list[Label]:
+    """Merge the labels of each keyframe into one, oldest keyframe first: each pixel gets the
+    mean of the costs that labels put on it (NaN where none did). The mean rather than the last
+    cost: successive footprints overlap most of their area, and each cost is a noisy window of
+    the IMU, so averaging the windows that covered a patch is the better estimate. Masks of one
+    keyframe must have the same shape (ValueError)."""
+    sums: dict[int, np.ndarray] = {}
+    counts: dict[int, np.ndarray] = {}
+    for label in labels:
+        mask = np.asarray(label.mask)
+        key = int(label.keyframe_stamp_ns)
+        if key not in sums:
+            sums[key] = np.zeros(mask.shape, np.float64)
+            counts[key] = np.zeros(mask.shape, np.int32)
+        elif sums[key].shape != mask.shape:
+            raise ValueError(f'labels of keyframe {key} have different shapes: '
+                             f'{sums[key].shape} and {mask.shape}')
+        measured = np.isfinite(mask)
+        sums[key][measured] += mask[measured]
+        counts[key] += measured
+    merged = []
+    for key in sorted(sums):
+        with np.errstate(invalid='ignore', divide='ignore'):
+            mean = (sums[key] / counts[key]).astype(np.float32)  # NaN where count is 0
+        merged.append(Label(key, mean, int((counts[key] > 0).sum())))
+    return merged
+
+
+__all__ = ['FootprintLabeller', 'Keyframe', 'Keyframes', 'Label', 'PoseHistory', 'accumulate']
