@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import bisect
 import contextlib
-import errno
 import logging
 import time
 from collections import Counter
@@ -46,7 +45,12 @@ from contrast_semask_ros import bagio, codec, params
 from contrast_semask_ros.atomic import atomic_directory, clean_stale
 from contrast_semask_ros.backends import BackendError
 from contrast_semask_ros.engine_spec import EngineSpecError
-from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, EXIT_OK
+from contrast_semask_ros.exit_codes import (
+    EXIT_BAD_INPUT,
+    EXIT_ENVIRONMENT,
+    EXIT_OK,
+    is_environment_problem,
+)
 from contrast_semask_ros.frames import MISS_EMPTY, MISS_EVICTED, MISS_FUTURE
 from contrast_semask_ros.metrics import Recorder
 from contrast_semask_ros.params import ConfigError
@@ -58,7 +62,6 @@ _logger = logging.getLogger('contrast_semask_replay')
 
 SCOPES = ('model', 'pipeline', 'render')  # the parameters replay takes (params.PARAMS)
 
-_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 class ReplayError(ValueError):
@@ -369,9 +372,7 @@ def resolve_params(args: argparse.Namespace) -> dict[str, Any]:
 def exit_code(err: BaseException) -> int:
     """EXIT_ENVIRONMENT for a missing package (also behind a BackendError) or a full disk,
     else EXIT_BAD_INPUT."""
-    if isinstance(err, ImportError) or isinstance(err.__cause__, ImportError):
-        return EXIT_ENVIRONMENT
-    if isinstance(err, OSError) and err.errno in _DISK_FULL:
+    if is_environment_problem(err) or isinstance(err.__cause__, ImportError):
         return EXIT_ENVIRONMENT
     return EXIT_BAD_INPUT
 

@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_ENVIRONMENT
 from contrast_semask_train.losses import LossConfig
 
 SEED_RATIOS = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)
@@ -41,36 +40,6 @@ class ConfigError(ValueError):
 
 
 # Exit codes of every contrast-semask command (README, "Exit codes"): one meaning each.
-
-
-class MissingEnvironmentError(RuntimeError):
-    """Something this machine lacks (a GPU, TensorRT, an optional package, disk space)."""
-
-
-def is_environment_problem(err: BaseException) -> bool:
-    """A missing GPU/package/library, or a full disk (ENOSPC/EDQUOT): exit code 3."""
-    import errno
-
-    if isinstance(err, (MissingEnvironmentError, ImportError)):
-        return True
-    return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
-def one_line(err: BaseException | str) -> str:
-    """The message of `err` on one line (stderr gets one line per failure, no traceback)."""
-    text = str(err).strip() or type(err).__name__
-    return '; '.join(line.strip() for line in text.splitlines() if line.strip())
-
-
-def fail(logger: Any, err: BaseException | str, code: int | None = None) -> int:
-    """Log `err` as one error line and return its exit code (`code`, or 3 for an environment
-    problem and 2 for anything else)."""
-    logger.error('%s', one_line(err))
-    if code is not None:
-        return code
-    if isinstance(err, BaseException) and is_environment_problem(err):
-        return EXIT_ENVIRONMENT
-    return EXIT_BAD_INPUT
 
 
 def _one_of(key: str, value: Any, allowed: typing.Sequence[Any]) -> None:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from contrast_semask_ros.atomic import clean_stale
 from contrast_semask_ros.engine_spec import file_sha256
-from contrast_semask_ros.exit_codes import EXIT_OK
-from contrast_semask_train.config import fail
+from contrast_semask_ros.exit_codes import EXIT_OK, fail
 from contrast_semask_train.data.ycor import CLASS_SEEDS, class_seeds
 from contrast_semask_train.model import (
     NORMALIZATIONS,

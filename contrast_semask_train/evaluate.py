@@ -32,10 +32,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_OK
+from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_OK, MissingEnvironmentError, fail
 from contrast_semask_ros.preprocess import SEED_TEST_SCALE, resize_labels
 from contrast_semask_ros.propagation import propagate_cost
-from contrast_semask_train.config import MissingEnvironmentError, fail
 from contrast_semask_train.data import IGNORE_INDEX, YCOR_COST_TABLE, YCOR_PALETTE
 from contrast_semask_train.model import ContrastSemask
 

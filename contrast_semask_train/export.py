@@ -28,8 +28,9 @@ from contrast_semask_ros.exit_codes import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_OK,
+    fail,
+    is_environment_problem,
 )
-from contrast_semask_train.config import fail, is_environment_problem
 from contrast_semask_train.export_cli import build_parser, main  # noqa: F401 (the CLI)
 from contrast_semask_train.model import DeployWrapper, load_checkpoint
 from contrast_semask_train.model.checkpoint import CheckpointError

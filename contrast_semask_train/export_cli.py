@@ -8,7 +8,6 @@ pycuda, onnx), so the engine is built on a robot that has no PyTorch.
 from __future__ import annotations
 
 import argparse
-import errno
 import logging
 import sys
 from collections.abc import Sequence
@@ -20,6 +19,7 @@ from contrast_semask_ros.exit_codes import (
     EXIT_BAD_INPUT,
     EXIT_ENVIRONMENT,
     EXIT_OK,
+    fail,
 )
 
 _logger = logging.getLogger('contrast_semask_export')
@@ -44,20 +44,6 @@ builds a TensorRT engine (FP16 unless --fp32; INT8 with --int8 --calib DIR) on t
 will run it; its spec records the TensorRT version, GPU and compute capability, and the runtime
 refuses a mismatch.
 """
-
-
-def fail(logger: logging.Logger, err: BaseException | str, code: int | None = None) -> int:
-    """contrast_semask_train.config.fail without importing config (which imports the losses,
-    and so torch): log `err` as one line and return `code`, or 3 for a missing package or a
-    full disk and 2 for anything else."""
-    text = str(err).strip() or type(err).__name__
-    logger.error('%s', '; '.join(line.strip() for line in text.splitlines() if line.strip()))
-    if code is not None:
-        return code
-    if isinstance(err, ImportError) or (
-            isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)):
-        return EXIT_ENVIRONMENT
-    return EXIT_BAD_INPUT
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -33,16 +33,19 @@ import torch.distributed as dist
 from torch import nn
 
 from contrast_semask_ros.atomic import atomic_write_text, clean_stale
-from contrast_semask_ros.exit_codes import EXIT_CHECK_FAILED, EXIT_OK
+from contrast_semask_ros.exit_codes import (
+    EXIT_CHECK_FAILED,
+    EXIT_OK,
+    MissingEnvironmentError,
+    fail,
+)
 from contrast_semask_train.config import (
     ConfigError,
     DataSection,
-    MissingEnvironmentError,
     ModelSection,
     ScheduleSection,
     TrainConfig,
     build_config,
-    fail,
     flatten_dict,
     parse_override_args,
 )

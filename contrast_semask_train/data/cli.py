@@ -160,8 +160,7 @@ def _drive_bag(args: argparse.Namespace, progress: bool) -> None:
 def _convert_ycor(args: argparse.Namespace, progress: bool) -> int:
     """Exit codes (README, "Exit codes"): 0 converted, 2 bad source/output or undecodable
     images, 3 disk full or a missing package; every error is one line."""
-    from contrast_semask_ros.exit_codes import EXIT_OK
-    from contrast_semask_train.config import fail
+    from contrast_semask_ros.exit_codes import EXIT_OK, fail
 
     try:
         manifest = convert_ycor(args.source, args.out, unknown_to_ignore=args.unknown_to_ignore,
