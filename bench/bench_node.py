@@ -253,6 +253,12 @@ def main() -> int:
     args.camera = tuple(int(v) for v in args.camera.split('x'))
     args.engine = tuple(int(v) for v in args.engine.split('x'))
     if args.inner:
+        from ros_harness import outside_namespace_reason
+
+        refusal = outside_namespace_reason('bench_node.py --inner')
+        if refusal:
+            sys.stderr.write(refusal + '\n')
+            return 3
         print(json.dumps(inner(args)))
         return 0
     from ros_harness import run_sealed

@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from ros_harness import without_wheel_bootstrap
+from ros_harness import outside_namespace_reason, without_wheel_bootstrap
 from scenes import two_texture_scene
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
@@ -513,10 +512,9 @@ def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
 
 
 def main() -> int:
-    interfaces = sorted(name for _, name in socket.if_nameindex())  # of this net namespace
-    if interfaces != ['lo']:  # DDS must never reach a real network from a test
-        sys.stderr.write('ros_driver.py starts DDS and runs only inside a private network '
-                         f'namespace (ros_harness.run_sealed); this one has {interfaces}\n')
+    refusal = outside_namespace_reason('ros_driver.py')  # DDS must never reach a real network
+    if refusal:
+        sys.stderr.write(refusal + '\n')
         return 3
     parser = argparse.ArgumentParser()
     parser.add_argument('scenario',

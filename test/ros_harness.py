@@ -42,6 +42,18 @@ def netns_unavailable_reason() -> str | None:
     return None
 
 
+def outside_namespace_reason(program: str) -> str | None:
+    """None inside a private network namespace (only `lo`), else why `program`, which starts
+    DDS, must not run here. Every DDS process of the tests and benchmarks checks this first."""
+    import socket
+
+    interfaces = sorted(name for _, name in socket.if_nameindex())  # of this net namespace
+    if interfaces == ['lo']:
+        return None
+    return (f'{program} starts DDS and runs only inside a private network namespace '
+            f'(ros_harness.run_sealed); this one has {interfaces}')
+
+
 def on_ci() -> bool:
     """CI sets CI=true (`.ci/run` too): there a test that cannot run must fail, never skip."""
     return os.environ.get('CI', '').strip().lower() in ('true', '1', 'yes')
