@@ -248,10 +248,8 @@ class PipelineConfig:
     def validate(self, max_bank_size: int | None = None) -> PipelineConfig:
         """Check every setting against the table (and bank_size against the engine's Kmax);
         returns self with bank_size 0 replaced by the engine's Kmax."""
-        for f in fields(self):
-            check(f.name, getattr(self, f.name))
-        cost_range = check('cost_range', self.cost_range)
-        bank_size = self.bank_size
+        checked = {f.name: check(f.name, getattr(self, f.name)) for f in fields(self)}
+        bank_size = checked['bank_size']
         if max_bank_size is not None:
             if bank_size == 0:
                 bank_size = max_bank_size
@@ -262,11 +260,5 @@ class PipelineConfig:
                     'or export the model with a larger --bank-size')
         elif bank_size == 0:
             raise ConfigError('bank_size 0 means "the engine\'s Kmax": validate with the engine')
-        if not self.buffer_age_s < math.inf:
-            raise ConfigError(f'buffer_age_s must be finite, got {self.buffer_age_s}')
-        if not self.stamp_tolerance_s < math.inf:
-            raise ConfigError(f'stamp_tolerance_s must be finite, got {self.stamp_tolerance_s}')
-        if bank_size == self.bank_size and cost_range == self.cost_range:
-            return self
-        return PipelineConfig(**{**{f.name: getattr(self, f.name) for f in fields(self)},
-                                 'bank_size': bank_size, 'cost_range': cost_range})
+        validated = PipelineConfig(**{**checked, 'bank_size': bank_size})  # check() converted
+        return self if validated == self else validated
