@@ -31,11 +31,12 @@ setup(
         'train': ['torch>=2.4', 'pyyaml', 'tqdm', 'matplotlib', 'tensorboard',
                   'opencv-python-headless', 'pillow', 'scikit-image'],
         'export': ['onnx', 'onnxscript', 'onnxruntime'],
-        # contrast-semask-replay of an ONNX model (--params reads YAML) and the synthetic
-        # `contrast-semask-data drive-bag` (scikit-image textures); no torch
+        # contrast-semask-replay of an ONNX model (--params reads YAML; --supervision needs
+        # scipy), contrast-semask-calibrate-imu and the synthetic `contrast-semask-data
+        # drive-bag` (scikit-image textures); no torch
         # (test/test_install_robot.py walks their imports, test_install_extras.py installs it)
         'replay': ['rosbags', 'pyyaml', 'matplotlib', 'tqdm', 'opencv-python-headless',
-                   'onnxruntime', 'scikit-image'],
+                   'onnxruntime', 'scikit-image', 'scipy'],
         # self-supervised patch costs (contrast_semask_ros/supervision: geometry, IMU cost)
         'supervision': ['scipy', 'opencv-python-headless'],
         'dev': ['pytest', 'ruff', 'catkin-pkg'],
@@ -57,8 +58,10 @@ setup(
             'contrast-semask-eval = contrast_semask_train.evaluate:main',
             'contrast-semask-export = contrast_semask_train.export_cli:main',
             'contrast-semask-replay = contrast_semask_ros.replay:main',
+            'contrast-semask-calibrate-imu = contrast_semask_ros.calibrate_imu:main',
             'cost_map_node = contrast_semask_ros.node:main',
             'cost_map_lifecycle_node = contrast_semask_ros.lifecycle_node:main',
+            'patch_cost_node = contrast_semask_ros.patch_cost_node:main',
         ],
     },
 )

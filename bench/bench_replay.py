@@ -42,7 +42,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         bag = root / 'drive'
-        assert data_cli(['drive-bag', str(bag), '--frames', str(args.frames), '--size',
+        assert data_cli(['drive-bag', str(bag), '--mode', 'patches',
+                         '--frames', str(args.frames), '--size',
                          args.camera, '--seed', '1000', '--no-progress']) == 0
         for config in args.configs:
             variant, size = config.split(':')

@@ -281,6 +281,10 @@ class InputBag:
                            f'{list(allowed)}; the bag has: {self.topics()}')
         return found
 
+    def optional_connections(self, topic: str) -> list[Any]:
+        """The connections of `topic`, [] when the bag has none."""
+        return [c for c in self._reader.connections if c.topic == topic]
+
     def messages(self, connections: Sequence[Any]) -> Iterator[tuple[Any, int, bytes]]:
         """(connection, log time in ns, raw bytes) in log-time order."""
         return self._reader.messages(connections=list(connections))
@@ -332,6 +336,7 @@ class OutputBag:
         self._writer = Writer(path, version=9, storage_plugin=storage_plugin('mcap'))
         self._writer.open()
         self._camera = self._writer.add_connection(camera_topic, camera_type, typestore=self.ts)
+        self._namespace = namespace
         self._topics = {name: self._writer.add_connection(f'{namespace}/{name}', IMAGE_TYPE,
                                                           typestore=self.ts)
                         for name in OUTPUT_TOPICS}
@@ -349,6 +354,16 @@ class OutputBag:
         for name in OUTPUT_TOPICS:
             self._writer.write(self._topics[name], log_ns,
                                serialize_encoded(self.ts, outputs[name], msg_header))
+
+    def write_mask(self, log_ns: int, name: str, mask: np.ndarray, stamp_ns: int,
+                   frame_id: str) -> None:
+        """A 32FC1 mask (H, W) on `<namespace>/<name>` (the topic is added on first use)."""
+        if name not in self._topics:
+            self._topics[name] = self._writer.add_connection(f'{self._namespace}/{name}',
+                                                             IMAGE_TYPE, typestore=self.ts)
+        self._writer.write(self._topics[name], log_ns, serialize_image(
+            self.ts, np.ascontiguousarray(mask, np.float32), '32FC1',
+            header(self.ts, stamp_ns, frame_id)))
 
     def close(self) -> None:
         self._writer.close()

@@ -12,16 +12,29 @@ A stamp more than `max_age_s` away from the newest one is a clock jump, counted 
 in time (a looped bag, a restarted simulator, or the first normal frame after a bogus far-future
 stamp) it restarts the buffer, so the frames after it are kept and matched again.
 
-Memory: the frames live in at most `max_frames` + 1 preallocated slots (one spare, which the
-backend writes the next frame's embedding into directly: `spare`) of D x h x w float32 (a slot
-is allocated the first time the buffer needs it and reused after an eviction, so a buffer in
-steady state allocates nothing per frame), `memory_bound_bytes` in all. For D = 64 at 544x1024
-(stride 4: h, w = 136, 256) that is 136 x 256 x 64 x 4 = 8.9 MB per frame, so 30 frames take at
-most 31 x 8.9 MB = 276 MB.
+Storage: `dtype` float16 (the default) or float32. The embeddings are unit-norm, so float16
+keeps them to about 3 significant digits (relative error <= 2^-11 per value) at half the memory;
+consumers read `Frame.embedding` in the storage dtype (the bank averages the selected pixels in
+float64). float32 stores the backend's output unchanged.
 
-Layout: a slot holds the embedding as (D, h, w) float32, the backend's layout, so it is written
-by the backend itself (`spare`) or by one plain copy (a transposing copy into a slot that is not
-in the cache costs about three times as much, bench/RESULTS.md);
+Memory: the frames live in at most `max_frames` preallocated slots of D x h x w values in the
+storage dtype (a slot is allocated the first time the buffer needs it and reused after an
+eviction, so a buffer in steady state allocates nothing per frame), plus one float32 array of
+the same shape that the backend writes the next frame's embedding into (`spare`):
+
+- float32: the spare is one more slot, kept without a copy when pushed: (max_frames + 1) x
+  D x h x w x 4 bytes;
+- float16: the spare is a float32 scratch array, converted into a float16 slot on push (one
+  copy, 0.3 ms for 2.2 M values with OpenCV's conversion on the 2-core development VM):
+  max_frames x D x h x w x 2 + D x h x w x 4 bytes.
+
+`memory_bound_bytes` is that bound. For D = 64 at a 544x1024 input (stride 4: h, w = 136, 256) a
+frame is 136 x 256 x 64 x 2 = 4.46 MB in float16 (8.91 MB in float32), so the default buffer of
+30 frames takes at most 30 x 4.46 + 8.91 = 142.6 MB in float16 (31 x 8.91 = 276.3 MB in float32).
+
+Layout: a slot holds the embedding as (D, h, w), the backend's layout, so it is written by the
+backend itself (`spare`, float32) or by one plain copy or conversion (a transposing copy into a
+slot that is not in the cache costs about three times as much, bench/RESULTS.md);
 `Frame.embedding` is a read-only view of it. A slot is overwritten only after its frame was
 evicted; a reader that held an evicted frame can tell with `is_current(frame)` (each write bumps
 the slot's generation), which `Pipeline.add_patch` checks after using the embedding.
@@ -37,11 +50,13 @@ import logging
 import math
 import operator
 import threading
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
+
+STORAGE_DTYPES = ('float16', 'float32')  # FrameBuffer(dtype=...), params: buffer_dtype
 
 # Why `find` missed (`Lookup.reason`); None on a hit.
 MISS_EMPTY = 'empty'
@@ -52,17 +67,18 @@ MISS_NO_MATCH = 'no frame within tolerance'
 
 class Frame(NamedTuple):
     stamp_ns: int  # the camera image's header.stamp in integer nanoseconds
-    embedding: np.ndarray  # D, h, w float32 (stride 4) C-contiguous read-only view of the slot
+    embedding: np.ndarray  # D, h, w (stride 4) C-contiguous read-only view of the slot, in the
+    #                         buffer's dtype (float16 or float32)
     image_size: tuple[int, int]  # (height, width) of the original camera image
     slot: int  # which slot holds it
     generation: int  # the slot's write count when this frame was stored (is_current)
 
 
 class _Slot:
-    """One preallocated frame: the (D, h, w) float32 array and its write count."""
+    """One preallocated frame: the (D, h, w) array in the storage dtype and its write count."""
 
-    def __init__(self, dim: int, height: int, width: int) -> None:
-        self.array = np.zeros((dim, height, width), np.float32)  # zeros: pages touched now
+    def __init__(self, shape: tuple[int, int, int], dtype: np.dtype) -> None:
+        self.array = np.zeros(shape, dtype)  # zeros: pages touched now
         self.generation = 0
 
 
@@ -71,15 +87,30 @@ class Lookup(NamedTuple):
     reason: str | None  # one of the MISS_* strings on a miss; None on a hit
 
 
-def frame_bytes(embedding_dim: int, height: int, width: int) -> int:
-    """Bytes of one stored frame's embedding: D x h x w x 4 (float32)."""
-    return embedding_dim * height * width * np.dtype(np.float32).itemsize
+def storage_dtype(dtype: Any) -> np.dtype:
+    """`dtype` as float16 or float32 (a name, a numpy type or dtype); ValueError otherwise."""
+    try:
+        checked = np.dtype(dtype)
+    except TypeError:
+        checked = None
+    if dtype is None or checked is None or checked.name not in STORAGE_DTYPES:
+        raise ValueError(f'frame buffer dtype must be float16 or float32, got {dtype!r}: '
+                         'float16 halves the memory (unit-norm embeddings keep about 3 '
+                         'significant digits), float32 stores the backend output unchanged '
+                         '(parameter buffer_dtype)')
+    return np.dtype(checked.name)  # native byte order
+
+
+def frame_bytes(embedding_dim: int, height: int, width: int, dtype: Any = np.float16) -> int:
+    """Bytes of one stored frame's embedding: D x h x w x 2 (float16) or x 4 (float32)."""
+    return embedding_dim * height * width * storage_dtype(dtype).itemsize
 
 
 class FrameBuffer:
-    """Past frames' embeddings by stamp, bounded by `max_frames` and by `max_age_s`."""
+    """Past frames' embeddings by stamp, bounded by `max_frames` and by `max_age_s`, stored as
+    `dtype` (float16 or float32; see the module docstring)."""
 
-    def __init__(self, max_frames: int, max_age_s: float) -> None:
+    def __init__(self, max_frames: int, max_age_s: float, dtype: Any = np.float16) -> None:
         if isinstance(max_frames, bool) or not isinstance(max_frames, int) or max_frames < 1:
             raise ValueError(f'max_frames must be an int >= 1, got {max_frames!r}; it bounds '
                              'the memory of the buffer (see memory_bound_bytes)')
@@ -87,18 +118,23 @@ class FrameBuffer:
             raise ValueError(f'max_age_s must be finite and > 0 seconds, got {max_age_s!r}; '
                              'set it to the longest delay between an image and its patch-cost '
                              'mask')
+        self.dtype = storage_dtype(dtype)
+        self._direct = self.dtype == np.float32  # the spare is a slot, kept without a copy
+        self._slot_limit = max_frames + 1 if self._direct else max_frames
         self.max_frames = max_frames
         self.max_age_s = float(max_age_s)
         self._max_age_ns = round(self.max_age_s * 1e9)
         self._stamps: list[int] = []  # sorted ascending
         self._frames: dict[int, Frame] = {}
-        self._slots: list[_Slot] = []  # allocated on demand, at most max_frames + 1
+        self._slots: list[_Slot] = []  # allocated on demand, at most _slot_limit
         self._free: list[int] = []  # slot indices not holding a frame (nor the spare)
-        self._spare: int | None = None  # the slot reserved by spare(), until pushed
+        self._spare: int | None = None  # float32: the slot reserved by spare(), until pushed
+        self._scratch: np.ndarray | None = None  # float16: D, h, w float32 spare()
         self._jumps = 0
         self.last_jump_s = 0.0  # the newest jump's size (negative: back in time)
         self._shape: tuple[int, int, int] | None = None  # D, h, w of the slots
         self._frame_bytes = 0  # bytes of one slot (0 before any push)
+        self._spare_bytes = 0  # float16: bytes of the float32 scratch (0 before any push)
         self._evicted = 0
         self._lock = threading.Lock()
 
@@ -120,10 +156,12 @@ class FrameBuffer:
 
     @property
     def memory_bound_bytes(self) -> int:
-        """(max_frames + 1) x D x h x w x 4 bytes (the frames and the spare slot), for the
-        current frame shape (0 before any push)."""
+        """The most the buffer allocates for the current frame shape (0 before any push or
+        spare): float32, (max_frames + 1) x D x h x w x 4 (the frames and the spare slot);
+        float16, max_frames x D x h x w x 2 + D x h x w x 4 (the frames and the float32
+        scratch)."""
         with self._lock:
-            return (self.max_frames + 1) * self._frame_bytes
+            return self._slot_limit * self._frame_bytes + self._spare_bytes
 
     @property
     def nbytes(self) -> int:
@@ -150,7 +188,8 @@ class FrameBuffer:
                     and self._frames.get(frame.stamp_ns) is frame)
 
     def push(self, stamp_ns: int, embedding: np.ndarray, image_size: tuple[int, int]) -> bool:
-        """Store `embedding` (D, h, w) or (1, D, h, w) under `stamp_ns` (copied into a slot).
+        """Store `embedding` (D, h, w) or (1, D, h, w) under `stamp_ns` (copied or converted
+        into a slot; the float32 spare slot is kept as it is).
 
         `image_size` is the (height, width) of the camera image the embedding was computed from.
         A frame with a stamp already held replaces it. Returns False when the frame is older than
@@ -174,7 +213,7 @@ class FrameBuffer:
             if old is not None:
                 self._stamps.remove(stamp)
                 self._free.append(old.slot)
-            direct = (self._spare is not None and array_.dtype == np.float32
+            direct = (self._spare is not None and array_.dtype == self.dtype
                       and array_.ctypes.data == self._slots[self._spare].array.ctypes.data)
             if direct:  # already written into the spare slot (the backend's output)
                 index, self._spare = self._spare, None
@@ -184,7 +223,7 @@ class FrameBuffer:
             slot.generation += 1
             generation = slot.generation
         if not direct:
-            np.copyto(slot.array, array_, casting='same_kind')  # the one copy, outside the lock
+            _store(slot.array, array_)  # the one copy, outside the lock
         embedding = slot.array.view()
         embedding.flags.writeable = False
         frame = Frame(stamp, embedding, size, index, generation)
@@ -245,30 +284,39 @@ class FrameBuffer:
         self._slots.clear()
         self._free.clear()
         self._spare = None
+        self._scratch = None
         D, h, w = shape
         self._shape = (D, h, w)
-        self._frame_bytes = frame_bytes(D, h, w)
+        self._frame_bytes = frame_bytes(D, h, w, self.dtype)
+        self._spare_bytes = 0 if self._direct else frame_bytes(D, h, w, np.float32)
 
     def spare(self, shape: tuple[int, int, int]) -> np.ndarray:
-        """A writable (D, h, w) float32 slot holding no frame: let the backend write the next
-        embedding into it (Backend.infer's embedding_out), then `push` it, which keeps it
-        without a copy. It stays reserved until pushed; at most one exists."""
+        """A writable (D, h, w) float32 array holding no frame: let the backend write the next
+        embedding into it (Backend.infer's embedding_out), then `push` it. float32 storage: a
+        slot, kept by `push` without a copy, reserved until pushed (at most one exists).
+        float16 storage: one preallocated scratch array, converted into a float16 slot by
+        `push` and reused for the next frame (write it from one thread)."""
         shape = tuple(int(v) for v in shape)
         with self._lock:
             if self._shape != shape:
                 self._reshape(shape)
+            if not self._direct:
+                if self._scratch is None:
+                    self._scratch = np.zeros(shape, np.float32)  # D, h, w; pages touched now
+                return self._scratch
             if self._spare is None:
                 self._spare = self._take_slot(allow_evict=False)
             return self._slots[self._spare].array
 
     def _take_slot(self, allow_evict: bool = True) -> int:
-        """A free slot index, allocating one while fewer than max_frames + 1 exist (the frames
-        and the spare); when every slot is taken, the oldest frame's. Caller holds the lock."""
+        """A free slot index, allocating one while fewer than the limit exist (float32: the
+        frames and the spare, max_frames + 1; float16: max_frames); when every slot is taken,
+        the oldest frame's (push checked that the new frame outlives it). Caller holds the
+        lock."""
         if self._free:
             return self._free.pop()
-        if len(self._slots) < self.max_frames + 1 or not allow_evict:
-            D, h, w = self._shape
-            self._slots.append(_Slot(D, h, w))
+        if len(self._slots) < self._slot_limit or not allow_evict:
+            self._slots.append(_Slot(self._shape, self.dtype))
             return len(self._slots) - 1
         oldest = self._stamps.pop(0)
         self._evicted += 1
@@ -320,6 +368,22 @@ class FrameBuffer:
                 self._free.append(self._frames.pop(stamp).slot)
             del self._stamps[:cut]
             self._evicted += cut
+
+
+def _store(slot: np.ndarray, embedding: np.ndarray) -> None:
+    """Copy (D, h, w) `embedding` into `slot`, converting to its dtype. float32 -> float16 goes
+    through OpenCV (0.3 ms for 64 x 136 x 256 on the development VM, numpy's cast 5.7 ms; both
+    round to nearest even) where it has cv2.convertFp16."""
+    import cv2  # lazy, as everywhere in the runtime: a core dependency (python3-opencv)
+
+    if (slot.dtype == np.float16 and embedding.dtype == np.float32
+            and embedding.flags.c_contiguous and hasattr(cv2, 'convertFp16')):
+        rows = slot.shape[0] * slot.shape[1]
+        out = slot.view(np.int16).reshape(rows, slot.shape[2])  # D*h, w: OpenCV's fp16 carrier
+        written = cv2.convertFp16(embedding.reshape(rows, slot.shape[2]), out)
+        if np.shares_memory(written, out):
+            return
+    np.copyto(slot, embedding, casting='same_kind')
 
 
 def as_stamp_ns(value: int) -> int:

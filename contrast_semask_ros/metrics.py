@@ -121,6 +121,15 @@ class GroundTruthError:
         return out
 
 
+def _cost_error(truth: GroundTruthError) -> dict[str, float]:
+    """cost_mae / cost_rmse (per pixel, against the ground truth) when anything was scored."""
+    summary = truth.summary()
+    if 'mae' not in summary:
+        return {}
+    return {'cost_mae': summary['mae'], 'cost_rmse': summary['rmse'],
+            'cost_known_of_labelled': summary['known_of_labelled']}
+
+
 @dataclass
 class Recorder:
     """Every number of a replay, filled message by message; `summary()` is report.json's."""
@@ -130,6 +139,7 @@ class Recorder:
     bank_sizes: list[int] = field(default_factory=list)  # prototypes used per frame
     frame_stamps: list[int] = field(default_factory=list)
     held_out: list[RegionError] = field(default_factory=list)
+    held_out_truth: GroundTruthError = field(default_factory=GroundTruthError)  # cost_mae
     truth: GroundTruthError = field(default_factory=GroundTruthError)
     skipped: Counter[str] = field(default_factory=Counter)  # reason -> messages
     patches: int = 0  # patch messages matched to a replayed frame (used, held out or refused)
@@ -167,11 +177,16 @@ class Recorder:
         self.coverage.append(float(np.isfinite(result.cost).mean()))
         self.bank_sizes.append(result.bank_size)
 
-    def held_out_patch(self, mask: np.ndarray, cost: np.ndarray) -> None:
-        """A withheld patch mask (any size) against its frame's propagated cost (H, W)."""
+    def held_out_patch(self, mask: np.ndarray, cost: np.ndarray,
+                       truth: np.ndarray | None = None) -> None:
+        """A withheld patch mask (any size) against its frame's propagated cost (H, W); with
+        the frame's ground truth (H, W), also the per-pixel error against the truth over the
+        patch's pixels (`cost_mae`: the same number whatever the patches were measured by)."""
         grid = mask_to_grid(mask, *cost.shape)  # the bank's own mask resampling
         self.held_out.extend(held_out_regions(grid, cost))
         self.patches_held_out += 1
+        if truth is not None and truth.shape == cost.shape:
+            self.held_out_truth.add(cost, np.where(np.isfinite(grid), truth, np.nan))
 
     def ground_truth(self, cost: np.ndarray, truth: np.ndarray) -> bool:
         """Score one frame's cost against its ground truth; False (and counted) if the sizes
@@ -189,7 +204,7 @@ class Recorder:
             'patches_used': self.patches_used, 'patches_held_out': self.patches_held_out,
             'patches_unmatched': self.patches_unmatched,
             'latency_ms': {stage: percentiles(v) for stage, v in self.latency.items()},
-            'held_out': accuracy(self.held_out),
+            'held_out': {**accuracy(self.held_out), **_cost_error(self.held_out_truth)},
             'coverage': {'final': self.coverage[-1] if self.coverage else 0.0,
                          'mean': float(np.mean(self.coverage)) if self.coverage else 0.0},
             'bank_size_final': self.bank_sizes[-1] if self.bank_sizes else 0,

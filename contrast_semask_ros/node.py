@@ -1,6 +1,6 @@
 """`cost_map_node`: the thin rclpy adapter over the ROS-free core (README, "ROS 2 node").
 
-Parameters are `params.py`'s table; the model, frame buffer and bank `pipeline.py`; outputs
+Parameters are `params.py`'s table; model, frame buffer, keyframes, bank `pipeline.py`; outputs
 `render.py`; the latest-frame thread `worker.py`; counters `stats.py`. This file only declares,
 subscribes, publishes and logs. The managed variant is `lifecycle_node.py`.
 """
@@ -19,12 +19,13 @@ from contrast_semask_ros.engine_spec import EngineSpecError
 from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_ENVIRONMENT
 from contrast_semask_ros.pipeline import Pipeline
 from contrast_semask_ros.render import OUTPUTS, OutputRenderer
-from contrast_semask_ros.stats import RuntimeStats
+from contrast_semask_ros.stats import BAD_INPUTS, RuntimeStats
 from contrast_semask_ros.worker import LatestWorker
 
 try:  # rclpy and the messages come from the ROS 2 install; main() says so if they are missing
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+    from nav_msgs.msg import Odometry
     from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
     from rclpy.executors import ExternalShutdownException
 
@@ -34,7 +35,7 @@ try:  # rclpy and the messages come from the ROS 2 install; main() says so if th
         from rclpy.qos_event import SubscriptionEventCallbacks
     from rclpy.node import Node
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CompressedImage, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from std_srvs.srv import Trigger
 
     _ROS_IMPORT_ERROR: ImportError | None = None
@@ -44,7 +45,6 @@ except ImportError as _err:  # pragma: no cover - exercised only without ROS
 
 THROTTLE_S = 5.0  # at most one log line per cause per this many seconds
 STOP_TIMEOUT_S = 30.0  # how long shutdown waits for the frame in progress
-BAD_INPUTS = ('frames_rejected', 'frames_too_large', 'frame_errors', 'patches_rejected')
 # what a start with bad parameters or model files raises; each message says how to fix it
 STARTUP_ERRORS = (params.ConfigError, BackendError, EngineSpecError, BankError, OSError)
 
@@ -78,18 +78,20 @@ class _CostMap:
             image_type, 'image', self._on_image, image_qos, event_callbacks=events))
         keep(self.destroy_subscription, self.create_subscription(
             Image, 'patch_cost', self._on_patch, _qos(v['patch_qos_depth'], 'reliable')))
+        keep(self.destroy_subscription, self.create_subscription(  # the base position only;
+            Odometry, 'odom', self._on_odom, _qos(10, 'best_effort')))  # matches any publisher
+        self._pub_keyframes = keep(self.destroy_publisher, self.create_publisher(  # the stamp,
+            CameraInfo, 'keyframes', _qos(10, 'reliable')))  # size of each kept frame (only)
         off = {name for name in ('embedding', 'confidence') if not v[f'publish_{name}']}
         self._pubs = {name: keep(self.destroy_publisher, self.create_publisher(
             Image, name, out_qos)) for name in OUTPUTS if name not in off}
         self._msgs = {name: Image() for name in self._pubs}  # reused: publish copies them
         self.pub_diag = keep(self.destroy_publisher, self.create_publisher(
             DiagnosticArray, '/diagnostics', 10))
-        bank_actions = {'~/reset_bank': self.pipeline.reset,
-                        '~/save_bank': lambda: self.pipeline.save_bank(v['bank_save_path']),
-                        '~/load_bank': lambda: self.pipeline.load_bank(v['bank_load_path'])}
-        for name, action in bank_actions.items():
+        for name, action in self.pipeline.bank_services(v['bank_save_path'],
+                                                        v['bank_load_path']).items():
             keep(self.destroy_service, self.create_service(
-                Trigger, name, lambda _request, response, act=action: _answer(response, act)))
+                Trigger, name, lambda _request, _response, act=action: Trigger.Response(**act())))
         if v['diagnostics_period_s'] > 0:
             keep(self.destroy_timer, self.create_timer(v['diagnostics_period_s'],
                                                        self._publish_diagnostics))
@@ -144,7 +146,7 @@ class _CostMap:
             self.get_logger().warn(f'image rejected: {err}', throttle_duration_sec=THROTTLE_S)
             return
         decoded = time.perf_counter()
-        stamp = codec.header_stamp_ns(msg.header)
+        stamp, (height, width) = codec.header_stamp_ns(msg.header), rgb.shape[:2]
         wanted = {name for name, pub in self._pubs.items()
                   if name == 'cost' or pub.get_subscription_count() > 0}
         result = self.pipeline.process(rgb, stamp, want_confidence='confidence' in wanted)
@@ -153,6 +155,8 @@ class _CostMap:
             self.get_logger().warn(notice, throttle_duration_sec=THROTTLE_S)
         for name, out in self.renderer.render(result, rgb, wanted).items():
             self._pubs[name].publish(codec.set_image_fields(self._msgs[name], *out, msg.header))
+        if result.keyframe:  # announced: the supervision node labels only the frames kept
+            self._pub_keyframes.publish(CameraInfo(header=msg.header, height=height, width=width))
         published = time.perf_counter()
         self.stats.record_frame(result, (decoded - start) * 1e3, (published - processed) * 1e3,
                                 (time.monotonic() - received) * 1e3, (self.get_clock().now()
@@ -164,6 +168,11 @@ class _CostMap:
         if result.problem():
             self.get_logger().warn(result.problem(), throttle_duration_sec=THROTTLE_S)
 
+    def _on_odom(self, msg: Any) -> None:  # only the position is used: keyframes by distance
+        self.stats.record_odometry(update := self.pipeline.add_odometry_message(msg))
+        if update.notice:
+            self.get_logger().warn(update.notice, throttle_duration_sec=THROTTLE_S)
+
     def _on_set_parameters(self, changes: list[Any]) -> SetParametersResult:
         try:
             checked = {p.name: params.check(p.name, p.value) for p in changes}
@@ -171,8 +180,7 @@ class _CostMap:
             return SetParametersResult(successful=False, reason=str(err))
         self.values.update(checked)
         if self.pipeline is not None:  # else used when a lifecycle node is configured
-            self.pipeline.set_propagation(self.values['temperature'],
-                                          self.values['min_confidence'])
+            self.pipeline.set_propagation(*map(self.values.get, ('temperature', 'min_confidence')))
             self.renderer.overlay_max_cost = self.values['overlay_max_cost']
         return SetParametersResult(successful=True)
 
@@ -203,14 +211,6 @@ class CostMapNode(_CostMap, Node):
         self._active = True
 
 
-def _answer(response: Any, action: Any) -> Any:  # Trigger response from action() or its error
-    try:
-        response.success, response.message = True, action()
-    except (BankError, OSError, ValueError, TypeError) as err:
-        response.success, response.message = False, str(err)
-    return response
-
-
 def _qos(depth: int, reliability: str) -> QoSProfile:  # reliable or best_effort (params.py)
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy
                       .VOLATILE, reliability=ReliabilityPolicy[reliability.upper()])
@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(make_node: Any, argv: list[str] | None) -> int:
     if _ROS_IMPORT_ERROR is not None:
-        sys.stderr.write(f'cost_map_node needs ROS 2 (rclpy, sensor_msgs, diagnostic_msgs, '
-                         f'std_srvs): source your ROS 2 setup.bash first ({_ROS_IMPORT_ERROR})\n')
+        sys.stderr.write(f'cost_map_node needs ROS 2 (rclpy, the messages of package.xml): '
+                         f'source your ROS 2 setup.bash first ({_ROS_IMPORT_ERROR})\n')
         return EXIT_ENVIRONMENT
     logging.basicConfig(level=logging.INFO, format='[%(levelname)s] [%(name)s]: %(message)s')
     rclpy.init(args=argv if argv is not None else sys.argv)

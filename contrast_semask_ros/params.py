@@ -27,7 +27,7 @@ class ConfigError(ValueError):
 
 class Param(NamedTuple):
     name: str
-    type: type  # str, int, float, bool, or list (of two floats: a [low, high] range)
+    type: type  # str, int, float, bool, or list (of `length` floats; 2: a [low, high] range)
     default: Any
     description: str
     scope: str  # 'model' (opening it), 'pipeline', 'render', 'ros' (node only)
@@ -36,6 +36,7 @@ class Param(NamedTuple):
     choices: tuple[str, ...] = ()
     runtime: bool = False  # may change while running (ros2 param set)
     low_open: bool = False  # the low bound itself is excluded
+    length: int = 2  # list parameters: how many numbers (2: a [low, high] range)
 
 
 PARAMS: tuple[Param, ...] = (
@@ -67,6 +68,14 @@ PARAMS: tuple[Param, ...] = (
           'pipeline', low=1),
     Param('buffer_age_s', float, 10.0, 'and for at most this many seconds', 'pipeline',
           low=0.0, low_open=True),
+    Param('buffer_dtype', str, 'float16', 'buffered embeddings as float16 (half the memory) or '
+          'float32', 'pipeline', choices=('float16', 'float32')),
+    Param('keyframe_distance_m', float, 0.0, 'buffer a frame only when the base moved this far '
+          '(odom) since the last buffered one; 0 = every frame, [0, 100]', 'pipeline', low=0.0,
+          high=100.0),
+    Param('keyframe_period_s', float, 0.0, 'without odometry, or with keyframe_distance_m 0: '
+          'buffer a frame this long after the last one; 0 = no time rule, [0, 60]', 'pipeline',
+          low=0.0, high=60.0),
     Param('stamp_tolerance_s', float, 0.0, 'a patch matches the nearest frame within this; '
           '0 = exact', 'pipeline', low=0.0),
     Param('cost_range', list, [0.0, 1.0], 'measured costs outside [low, high] (after the cast '
@@ -94,17 +103,95 @@ PARAMS: tuple[Param, ...] = (
     Param('diagnostics_period_s', float, 1.0, 'period of /diagnostics; 0 = none', 'ros',
           low=0.0),
 )
-BY_NAME: dict[str, Param] = {p.name: p for p in PARAMS}
-DEFAULTS: dict[str, Any] = {p.name: p.default for p in PARAMS}
 
 
-def check(name: str, value: Any) -> Any:
-    """`value` converted to the parameter's type and checked; raises ConfigError."""
-    param = BY_NAME.get(name)
-    if param is None:
-        raise ConfigError(f'unknown parameter {name!r}; known: {", ".join(BY_NAME)}')
+class ParamTable:
+    """A node's parameters: check, resolve, parameter files and CLI options against one table.
+
+    The cost map's table is PARAMS (module functions below); the patch_cost node has its own
+    (supervision/params.py)."""
+
+    def __init__(self, params: tuple[Param, ...], node_name: str) -> None:
+        self.params = params
+        self.node_name = node_name
+        self.by_name: dict[str, Param] = {p.name: p for p in params}
+        self.defaults: dict[str, Any] = {p.name: p.default for p in params}
+
+    def check(self, name: str, value: Any) -> Any:
+        """`value` converted to the parameter's type and checked; raises ConfigError."""
+        param = self.by_name.get(name)
+        if param is None:
+            raise ConfigError(f'unknown parameter {name!r}; known: {", ".join(self.by_name)}')
+        return check_value(param, value)
+
+    def resolve(self, *layers: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults, then each layer in order (later wins), every value checked."""
+        values = {name: self.check(name, value) for name, value in self.defaults.items()}
+        for layer in layers:
+            for name, value in layer.items():
+                values[name] = self.check(name, value)
+        return values
+
+    def read_params_file(self, path: str | os.PathLike, node_name: str | None = None
+                         ) -> dict[str, Any]:
+        """The `ros__parameters` of a ROS 2 parameter file (keyed `/**:` or by node name)."""
+        import yaml  # lazy: only replay and the benchmarks read parameter files
+
+        node_name = node_name or self.node_name
+        path = Path(path)
+        try:
+            document = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f'cannot read parameter file {path}: {err}') from err
+        if not isinstance(document, dict):
+            raise ConfigError(f'{path} is not a ROS 2 parameter file (expected a mapping like '
+                              "'/**: {ros__parameters: {...}}')")
+        values: dict[str, Any] = {}
+        for key in ('/**', node_name, f'/{node_name}'):  # later, more specific keys win
+            section = document.get(key)
+            if isinstance(section, dict) and isinstance(section.get('ros__parameters'), dict):
+                values.update(section['ros__parameters'])
+        if not values:
+            raise ConfigError(f"{path} has no ros__parameters under '/**' or {node_name!r}; "
+                              f'keys: {", ".join(map(str, document))}')
+        unknown = sorted(set(values) - set(self.by_name))
+        if unknown:
+            raise ConfigError(f'{path}: unknown parameter(s) {", ".join(unknown)}; known: '
+                              f'{", ".join(self.by_name)}')
+        return values
+
+    def add_cli_options(self, parser: argparse.ArgumentParser, scopes: Iterable[str],
+                        skip: Iterable[str] = ()) -> None:
+        """One `--name-with-dashes` option per parameter of `scopes` (but those named in
+        `skip`); unset options stay None."""
+        scopes, skip = tuple(scopes), set(skip)
+        for param in self.params:
+            if param.scope not in scopes or param.name in skip:
+                continue
+            flag = '--' + param.name.replace('_', '-')
+            if param.type is list:
+                metavar = ('LOW', 'HIGH') if param.length == 2 else 'X'
+                parser.add_argument(flag, dest=param.name, type=float, nargs=param.length,
+                                    default=None, metavar=metavar,
+                                    help=f'{param.description} (default {param.default!r})')
+                continue
+            kind: Any = _parse_bool if param.type is bool else param.type
+            parser.add_argument(flag, dest=param.name, type=kind, default=None,
+                                choices=param.choices or None, metavar=None if param.choices
+                                else param.type.__name__.upper(),
+                                help=f'{param.description} (default {param.default!r})')
+
+    def cli_values(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The parameter options that were given on the command line."""
+        return {p.name: getattr(args, p.name) for p in self.params
+                if getattr(args, p.name, None) is not None}
+
+
+def check_value(param: Param, value: Any) -> Any:
+    """`value` converted to `param`'s type and checked against its range; ConfigError."""
+    name = param.name
     if param.type is list:
-        return _check_range(name, value)
+        return _check_list(param, value)
     try:
         if param.type is bool:
             if not isinstance(value, bool):
@@ -137,17 +224,24 @@ def check(name: str, value: Any) -> Any:
     return converted
 
 
-def _check_range(name: str, value: Any) -> tuple[float, float]:
-    """A [low, high] pair of finite numbers with low < high, as a tuple of floats."""
+def _check_list(param: Param, value: Any) -> tuple[float, ...]:
+    """`param.length` finite numbers; a [low, high] pair (length 2) needs low < high. A
+    parameter whose default is empty may be empty (unset)."""
     try:
-        low, high = (float(v) for v in value)
-        if isinstance(value, (str, bytes)) or not (math.isfinite(low) and math.isfinite(high)
-                                                   and low < high):
+        if isinstance(value, (str, bytes)):
+            raise ValueError
+        numbers = tuple(float(v) for v in value)
+        if not numbers and len(param.default) == 0:
+            return ()
+        if len(numbers) != param.length or not all(math.isfinite(v) for v in numbers):
+            raise ValueError
+        if param.length == 2 and not numbers[0] < numbers[1]:
             raise ValueError
     except (TypeError, ValueError):
-        raise ConfigError(f'{name} must be [low, high], two finite numbers with low < high, '
-                          f'got {value!r}') from None
-    return low, high
+        what = ('[low, high], two finite numbers with low < high' if param.length == 2
+                else f'a list of {param.length} finite numbers')
+        raise ConfigError(f'{param.name} must be {what}, got {value!r}') from None
+    return numbers
 
 
 def _range_text(param: Param) -> str:
@@ -156,65 +250,14 @@ def _range_text(param: Param) -> str:
     return f"{'(' if param.low_open or param.low is None else '['}{low}, {high}]"
 
 
-def resolve(*layers: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults, then each layer in order (later wins), every value checked."""
-    values = {name: check(name, value) for name, value in DEFAULTS.items()}
-    for layer in layers:
-        for name, value in layer.items():
-            values[name] = check(name, value)
-    return values
-
-
-def read_params_file(path: str | os.PathLike, node_name: str = 'cost_map') -> dict[str, Any]:
-    """The `ros__parameters` of a ROS 2 parameter file (keyed `/**:` or by node name)."""
-    import yaml  # lazy: only replay and the benchmarks read parameter files
-
-    path = Path(path)
-    try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError(f'cannot read parameter file {path}: {err}') from err
-    if not isinstance(document, dict):
-        raise ConfigError(f'{path} is not a ROS 2 parameter file (expected a mapping like '
-                          "'/**: {ros__parameters: {...}}')")
-    values: dict[str, Any] = {}
-    for key in ('/**', node_name, f'/{node_name}'):  # later, more specific keys win
-        section = document.get(key)
-        if isinstance(section, dict) and isinstance(section.get('ros__parameters'), dict):
-            values.update(section['ros__parameters'])
-    if not values:
-        raise ConfigError(f"{path} has no ros__parameters under '/**' or {node_name!r}; keys: "
-                          f'{", ".join(map(str, document))}')
-    unknown = sorted(set(values) - set(BY_NAME))
-    if unknown:
-        raise ConfigError(f'{path}: unknown parameter(s) {", ".join(unknown)}; known: '
-                          f'{", ".join(BY_NAME)}')
-    return values
-
-
-def add_cli_options(parser: argparse.ArgumentParser, scopes: Iterable[str]) -> None:
-    """One `--name-with-dashes` option per parameter of `scopes`; unset options stay None."""
-    scopes = tuple(scopes)
-    for param in PARAMS:
-        if param.scope not in scopes:
-            continue
-        flag = '--' + param.name.replace('_', '-')
-        if param.type is list:
-            parser.add_argument(flag, dest=param.name, type=float, nargs=2, default=None,
-                                metavar=('LOW', 'HIGH'),
-                                help=f'{param.description} (default {param.default!r})')
-            continue
-        kind: Any = _parse_bool if param.type is bool else param.type
-        parser.add_argument(flag, dest=param.name, type=kind, default=None,
-                            choices=param.choices or None, metavar=None if param.choices else
-                            param.type.__name__.upper(),
-                            help=f'{param.description} (default {param.default!r})')
-
-
-def cli_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The parameter options that were given on the command line."""
-    return {p.name: getattr(args, p.name) for p in PARAMS
-            if getattr(args, p.name, None) is not None}
+TABLE = ParamTable(PARAMS, 'cost_map')
+BY_NAME: dict[str, Param] = TABLE.by_name
+DEFAULTS: dict[str, Any] = TABLE.defaults
+check = TABLE.check
+resolve = TABLE.resolve
+read_params_file = TABLE.read_params_file
+add_cli_options = TABLE.add_cli_options
+cli_values = TABLE.cli_values
 
 
 def _parse_bool(text: str) -> bool:
@@ -237,6 +280,9 @@ class PipelineConfig:
     eviction: str = DEFAULTS['eviction']
     buffer_frames: int = DEFAULTS['buffer_frames']
     buffer_age_s: float = DEFAULTS['buffer_age_s']
+    buffer_dtype: str = DEFAULTS['buffer_dtype']
+    keyframe_distance_m: float = DEFAULTS['keyframe_distance_m']
+    keyframe_period_s: float = DEFAULTS['keyframe_period_s']
     stamp_tolerance_s: float = DEFAULTS['stamp_tolerance_s']
     cost_range: tuple[float, float] = tuple(DEFAULTS['cost_range'])
 
@@ -249,6 +295,11 @@ class PipelineConfig:
         """Check every setting against the table (and bank_size against the engine's Kmax);
         returns self with bank_size 0 replaced by the engine's Kmax."""
         checked = {f.name: check(f.name, getattr(self, f.name)) for f in fields(self)}
+        if checked['keyframe_period_s'] >= checked['buffer_age_s']:
+            raise ConfigError(
+                f"keyframe_period_s={checked['keyframe_period_s']:g} is not shorter than "
+                f"buffer_age_s={checked['buffer_age_s']:g}: the buffer would hold at most one "
+                'frame; set keyframe_period_s well under buffer_age_s (0 = no time rule)')
         bank_size = checked['bank_size']
         if max_bank_size is not None:
             if bank_size == 0:

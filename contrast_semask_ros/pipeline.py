@@ -3,22 +3,27 @@
     pipeline = Pipeline(open_backend('model.onnx'), PipelineConfig())
     out = pipeline.process(rgb, stamp_ns)          # FrameResult at camera size (+ timings)
     pipeline.add_patch(mask, stamp_of_its_frame)   # PatchResult: prototypes into the bank
+    pipeline.add_odometry(stamp_ns, (x, y, z))     # base position: keyframes by distance
 
 `process` resizes the camera image to the engine size, runs the deployable graph with the
-current bank, keeps the stride-4 embedding in the frame buffer (for patches that arrive later),
-and returns cost and confidence resized back to the camera size, with cost NaN ("unknown")
-where the confidence is under `min_confidence`. `add_patch` finds the frame the mask was drawn
-on and turns the mask into prototypes. The bank and the frame buffer are thread-safe, so a
-node may call `add_patch` from another thread while `process` runs; `process` itself must be
-called from one thread at a time (the backend reuses its buffers).
+current bank, keeps the stride-4 embedding in the frame buffer (for patches that arrive later)
+when the frame is a keyframe (keyframes.py: by distance travelled, by time, or every frame;
+`FrameResult.keyframe`), and returns cost and confidence resized back to the camera size, with
+cost NaN ("unknown") where the confidence is under `min_confidence`. `add_patch` finds the
+frame the mask was drawn on and turns the mask into prototypes; a patch on a frame that was not
+a keyframe misses with that reason. The bank, the frame buffer and the keyframe selector are
+thread-safe, so a node may call `add_patch` and `add_odometry` from other threads while
+`process` runs; `process` itself must be called from one thread at a time (the backend reuses
+its buffers, and the frame buffer's float16 scratch).
 """
 
 from __future__ import annotations
 
 import array
+import functools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -28,7 +33,8 @@ from contrast_semask_ros import codec
 from contrast_semask_ros.backends import Backend, open_backend
 from contrast_semask_ros.bank import AddResult, BankError, PrototypeBank
 from contrast_semask_ros.codec import MessageBuffer
-from contrast_semask_ros.frames import MISS_EVICTED, FrameBuffer
+from contrast_semask_ros.frames import MISS_EVICTED, FrameBuffer, Lookup
+from contrast_semask_ros.keyframes import MISS_NOT_KEYFRAME, KeyframeSelector, OdometryUpdate
 from contrast_semask_ros.params import ConfigError, PipelineConfig, check
 from contrast_semask_ros.preprocess import resize_image
 
@@ -61,6 +67,7 @@ class Payloads(NamedTuple):
 class FrameResult(NamedTuple):
     stamp_ns: int
     embedding: np.ndarray  # D, h, w float32 unit-norm at stride 4 of the engine input; read-only
+    #                         (how long it stays valid: Pipeline)
     cost: np.ndarray  # H, W float32 at camera size; NaN = unknown
     confidence: np.ndarray | None  # H, W float32 in [-1, 1] (-1 with an empty bank); None if
     #                                not wanted
@@ -69,6 +76,7 @@ class FrameResult(NamedTuple):
     payloads: Payloads
     size_change: str | None  # 'camera size changed (h, w) -> (H, W)' on a new size, else None
     stamp_jump: str | None  # what happened on a clock jump (frames.FrameBuffer), else None
+    keyframe: bool = False  # kept in the frame buffer (patch costs for it can be used)
 
 
 # PatchResult.status
@@ -89,8 +97,9 @@ class PatchResult(NamedTuple):
     def problem(self) -> str | None:
         """A log line when the patch did not fully reach the bank; None when it did."""
         if self.reason is not None:
-            return (f'patch_cost {self.stamp_ns} {self.status}: {self.reason} (see '
-                    'buffer_frames, buffer_age_s, stamp_tolerance_s for misses)')
+            hint = ('' if self.reason.startswith(MISS_NOT_KEYFRAME) else ' (see buffer_frames, '
+                    'buffer_age_s, stamp_tolerance_s for misses)')
+            return f'patch_cost {self.stamp_ns} {self.status}: {self.reason}{hint}'
         if self.status == PATCH_EMPTY or self.added.skipped_invalid:
             return (f'patch_cost {self.stamp_ns}: {self.added.skipped_small} region(s) too small,'
                     f' {self.added.skipped_invalid} invalid (infinite cost, over the region cap'
@@ -109,8 +118,10 @@ class Pipeline:
     With `reuse_outputs` (the node), cost and confidence are written into buffers that are
     reused from frame to frame: a FrameResult's arrays are then valid until the next `process`
     call, and its `payloads` hold their bytes for a message. Without it (replay, tests), every
-    frame gets fresh arrays. `embedding` is always a view of the frame buffer's slot: valid while
-    the frame is buffered (copy it to keep it longer).
+    frame gets fresh arrays. `embedding` (float32) is a view of the frame buffer's slot for a
+    keyframe in float32 storage (valid while the frame is buffered); otherwise (float16 storage,
+    or not kept) the backend's float32 output in the buffer's spare: a read-only view valid until
+    the next `process` call with `reuse_outputs`, a private copy without. Copy it to keep it.
     """
 
     def __init__(self, backend: Backend, config: PipelineConfig,
@@ -122,7 +133,9 @@ class Pipeline:
         self._embedding_shape = spec.output(spec.output_names[0]).shape[1:]  # D, h, w
         self.temperature = config.temperature
         self.min_confidence = config.min_confidence
-        self.frames = FrameBuffer(config.buffer_frames, config.buffer_age_s)
+        self.frames = FrameBuffer(config.buffer_frames, config.buffer_age_s, config.buffer_dtype)
+        self.keyframes = KeyframeSelector(config.keyframe_distance_m, config.keyframe_period_s,
+                                          remember_s=config.buffer_age_s)
         self.bank = PrototypeBank(
             spec.embedding_dim, config.bank_size, config.min_patch_pixels,
             config.merge_similarity or None, config.eviction, cost_range=config.cost_range)
@@ -171,7 +184,8 @@ class Pipeline:
         spec = self.backend.spec
         return (f'{self.model_path or "model"} on {self.backend.name} ({spec.width}x'
                 f'{spec.height}, D={spec.embedding_dim}, bank {self.config.bank_size} of Kmax '
-                f'{spec.bank_size}, {spec.precision})')
+                f'{spec.bank_size}, {spec.precision}; frame buffer {self.config.buffer_frames} '
+                f'{self.config.buffer_dtype} keyframes, {self.keyframes.describe()})')
 
     def save_bank(self, path: str | os.PathLike) -> str:
         """Write the bank (atomic npz); returns what was done, for a log or a service answer."""
@@ -184,6 +198,14 @@ class Pipeline:
             raise BankError('no bank file given: set bank_load_path to a .npz written by '
                             '~/save_bank')
         return f'loaded {self.bank.load(path)} prototypes from {path}'
+
+    def bank_services(self, save_path: str, load_path: str
+                      ) -> dict[str, Callable[[], dict[str, Any]]]:
+        """The node's std_srvs/Trigger services: name -> action returning the response fields
+        ({'success': ..., 'message': ...}); a refused action answers success False and why."""
+        actions = {'~/reset_bank': self.reset, '~/save_bank': lambda: self.save_bank(save_path),
+                   '~/load_bank': lambda: self.load_bank(load_path)}
+        return {name: functools.partial(_answer, action) for name, action in actions.items()}
 
     def close(self) -> None:
         """Release the backend (GPU memory); the pipeline is unusable afterwards."""
@@ -205,23 +227,29 @@ class Pipeline:
         engine_input = resize_image(rgb, self.engine_size)  # h_e, w_e, 3
         resized = time.perf_counter()
         bank = self.bank.as_bank()
-        # the backend writes the embedding straight into the frame buffer's spare slot
+        decision = self.keyframes.decide(stamp_ns)  # with the latest odometry, before inference
+        # the backend writes the embedding straight into the frame buffer's spare (float32)
         spare = self.frames.spare(self._embedding_shape)  # D, h, w
         outputs = self.backend.infer(engine_input, bank, self.temperature, embedding_out=spare)
         inferred = time.perf_counter()
         jumps = self.frames.jumps
-        frame = (self.frames.lookup(stamp_ns)
-                 if self.frames.push(stamp_ns, spare, (height, width)) else None)
+        kept = decision.keep and self.frames.push(stamp_ns, spare, (height, width))
+        if kept:
+            self.keyframes.kept(decision)
+        elif not decision.keep:
+            self.keyframes.skipped(stamp_ns)  # a later patch for it misses with that reason
+        frame = self.frames.lookup(stamp_ns) if kept else None
         stamp_jump = (None if self.frames.jumps == jumps else
                       f'frame stamp jumped {self.frames.last_jump_s:+.3f} s from the newest '
                       'buffered frame: ' + ('frame buffer restarted, bank kept'
                                             if self.frames.last_jump_s < 0 else
                                             'older frames age out'))
-        if frame is None:  # too old to be kept (an out-of-order stamp): a private copy
-            embedding = outputs.embedding[0].copy()  # D, h, w (the spare is reused next)
-            embedding.flags.writeable = False
-        else:
+        if frame is not None and frame.embedding.dtype == np.float32:
             embedding = frame.embedding  # D, h, w read-only view of the slot
+        else:  # float16 storage, or not kept: the float32 spare, reused by the next frame
+            embedding = (outputs.embedding[0].view() if self.reuse_outputs
+                         else outputs.embedding[0].copy())  # D, h, w
+            embedding.flags.writeable = False
         buffered = time.perf_counter()
         cost, cost_data = self._plane('cost', height, width)
         confidence, confidence_data = (self._plane('confidence', height, width)
@@ -236,7 +264,7 @@ class Pipeline:
                        f'camera size changed {self._camera_size} -> {(height, width)}')
         self._camera_size = (height, width)
         return FrameResult(stamp_ns, embedding, cost, confidence, len(bank.costs), timings,
-                           payloads, size_change, stamp_jump)
+                           payloads, size_change, stamp_jump, kept)
 
     def _plane(self, name: str, height: int, width: int
                ) -> tuple[np.ndarray, array.array | None]:
@@ -270,6 +298,32 @@ class Pipeline:
         _mask_lut(self._unknown, self._scale)
         np.multiply(cost, self._scale, out=cost_out)
 
+    def add_odometry(self, stamp_ns: int, position_xyz: Any) -> OdometryUpdate:
+        """The base position (x, y, z) in metres in the odom frame at `stamp_ns` (the header
+        stamp of the odometry message): the next frames' keyframe decisions use the latest one
+        received (keyframes.py). Never raises: the OdometryUpdate says what happened."""
+        return self.keyframes.add_odometry(stamp_ns, position_xyz)
+
+    def add_odometry_message(self, msg: Any) -> OdometryUpdate:
+        """add_odometry for a nav_msgs/Odometry message (any object with its fields); only
+        `header.stamp` and `pose.pose.position` are used."""
+        try:
+            stamp, position = codec.header_stamp_ns(msg.header), msg.pose.pose.position
+            xyz = (position.x, position.y, position.z)
+        except (codec.CodecError, AttributeError, TypeError, ValueError) as err:
+            return self.keyframes.reject(f'undecodable odometry: {err}')
+        return self.keyframes.add_odometry(stamp, xyz)
+
+    def find_frame(self, stamp_ns: int) -> Lookup:
+        """The buffered frame for a patch stamped `stamp_ns` (within stamp_tolerance_s), or
+        why there is none: a frame that was processed but not kept as a keyframe says so
+        (keyframes.MISS_NOT_KEYFRAME) rather than evicted or future."""
+        tolerance_ns = round(self.config.stamp_tolerance_s * 1e9)
+        lookup = self.frames.find(stamp_ns, tolerance_ns)
+        if lookup.frame is None and self.keyframes.was_skipped(stamp_ns, tolerance_ns):
+            return Lookup(None, self.keyframes.miss_reason())
+        return lookup
+
     def add_patch_message(self, msg: Any) -> PatchResult:
         """add_patch for a sensor_msgs/Image patch_cost message (any object with its fields);
         an undecodable one is a PATCH_REJECTED result, not an exception."""
@@ -297,9 +351,8 @@ class Pipeline:
         if mask.ndim != 2 or mask.dtype.kind != 'f' or 0 in mask.shape:
             return result(PATCH_REJECTED, f'a patch cost is an (H, W) float image (32FC1, NaN = '
                           f'no measurement), got {mask.dtype} {mask.shape}')
-        tolerance_ns = round(self.config.stamp_tolerance_s * 1e9)
         try:
-            lookup = self.frames.find(stamp_ns, tolerance_ns)
+            lookup = self.find_frame(stamp_ns)
         except (TypeError, ValueError) as err:
             return result(PATCH_REJECTED, str(err))
         frame = lookup.frame
@@ -321,10 +374,19 @@ class Pipeline:
         return result(status, None, frame.stamp_ns, added)
 
     def reset(self) -> str:
-        """Forget every prototype and buffered frame."""
+        """Forget every prototype and buffered frame (the next frame is a keyframe)."""
         self.bank.reset()
         self.frames.clear()
+        self.keyframes.reset()
         return 'bank and frame buffer cleared'
+
+
+def _answer(action: Callable[[], str]) -> dict[str, Any]:
+    """Trigger response fields from action() or its error."""
+    try:
+        return {'success': True, 'message': action()}
+    except (BankError, OSError, ValueError, TypeError) as err:
+        return {'success': False, 'message': str(err)}
 
 
 def resize_into(plane: np.ndarray, size: tuple[int, int], out: np.ndarray) -> None:

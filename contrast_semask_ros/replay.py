@@ -56,7 +56,14 @@ from contrast_semask_ros.metrics import Recorder
 from contrast_semask_ros.params import ConfigError
 from contrast_semask_ros.pipeline import Pipeline
 from contrast_semask_ros.render import OutputRenderer
+from contrast_semask_ros.replay_supervision import (
+    SupervisedReplay,
+    SupervisionSetup,
+    SupervisionTopics,
+)
 from contrast_semask_ros.report import ContactSheet, build_report, summarize, write_report
+from contrast_semask_ros.supervision import params as supervision_params
+from contrast_semask_ros.supervision.supervisor import SIGNALS
 
 _logger = logging.getLogger('contrast_semask_replay')
 
@@ -74,28 +81,29 @@ class ReplayResult(NamedTuple):
     sheet: ContactSheet  # the sampled frames, for contact_sheet.png
 
 
-def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str, patch_topic: str,
-           gt_topic: str | None = None, hold_out_every: int = 0, realtime: bool = False,
-           namespace: str = '/cost_map', progress: bool = True, max_cost: float = 1.0
-           ) -> ReplayResult:
+def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
+           patch_topic: str | None, gt_topic: str | None = None, hold_out_every: int = 0,
+           realtime: bool = False, namespace: str = '/cost_map', progress: bool = True,
+           max_cost: float = 1.0, supervision: SupervisionSetup | None = None) -> ReplayResult:
     """Replay `bag` through `pipeline` in log-time order, writing the output bag to
-    `out_dir/replay_bag`; every `hold_out_every`-th patch message with a frame is scored
-    instead of learnt. Returns the report and what the plots need (`report.write_report`
-    writes them). BagError when no image frame could be replayed."""
+    `out_dir/replay_bag`; the patch costs come from `patch_topic` or, with `supervision`, from
+    the bag's IMU and odometry (replay_supervision). Every `hold_out_every`-th patch (or label)
+    with a frame is scored instead of learnt. Returns the report and what the plots need
+    (`report.write_report` writes them). BagError when no image frame could be replayed."""
     if hold_out_every < 0:
         raise ReplayError(f'--hold-out-every must be >= 0 (0 = none), got {hold_out_every}')
+    if (patch_topic is None) == (supervision is None):
+        raise ReplayError('give either a patch-cost topic or --supervision (not both)')
     with bagio.InputBag(bag) as reader:
         cams = reader.connections(image_topic, 'image', bagio.IMAGE_TYPES)
-        patches = reader.connections(patch_topic, 'patch cost', bagio.MASK_TYPES)
-        truths = (reader.connections(gt_topic, 'ground-truth cost', bagio.MASK_TYPES)
-                  if gt_topic else [])
+        wanted = [*cams, *_connections(reader, patch_topic, gt_topic, supervision)]
         compressed = 'Compressed' in cams[0].msgtype
         camera_type = cams[0].msgtype if reader.is_ros2 else bagio.IMAGE_TYPE
         with bagio.OutputBag(out_dir / 'replay_bag', image_topic, camera_type,
                              namespace) as outputs:
-            run = _Run(pipeline, outputs, hold_out_every, max_cost, ros1=not reader.is_ros2)
+            run = _Run(pipeline, outputs, hold_out_every, max_cost, ros1=not reader.is_ros2,
+                       supervision=supervision)
             clock = _Clock(realtime)
-            wanted = [*cams, *patches, *truths]
             read = _feed(reader, wanted, run, clock, (patch_topic, gt_topic), compressed,
                          progress)
             run.finish(_unread(wanted, read))
@@ -104,7 +112,25 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str, patch
     _log_skipped(run.rec)
     report = build_report(bag, pipeline, run.rec, wall_s, realtime, max_cost,
                           reader.format._asdict())
+    if run.supervised is not None:
+        report['supervision'] = run.supervised.summary()
     return ReplayResult(report, run.rec, run.sheet)
+
+
+def _connections(reader: bagio.InputBag, patch_topic: str | None, gt_topic: str | None,
+                 supervision: SupervisionSetup | None) -> list[Any]:
+    """The bag connections to read besides the camera: patch costs or the raw topics of
+    self-supervision (and /tf_static when the bag has it), and the ground truth."""
+    found = []
+    if patch_topic is not None:
+        found += reader.connections(patch_topic, 'patch cost', bagio.MASK_TYPES)
+    if supervision is not None:
+        for topic, what, allowed in supervision.topics.wanted():
+            found += reader.connections(topic, what, allowed)
+        found += reader.optional_connections(supervision.topics.tf_static)
+    if gt_topic:
+        found += reader.connections(gt_topic, 'ground-truth cost', bagio.MASK_TYPES)
+    return found
 
 
 def _feed(reader: bagio.InputBag, wanted: Sequence[Any], run: _Run, clock: _Clock,
@@ -125,6 +151,8 @@ def _feed(reader: bagio.InputBag, wanted: Sequence[Any], run: _Run, clock: _Cloc
             run.truth(msg, conn.topic)
         elif conn.topic == patch_topic:
             run.patch(msg)
+        elif run.supervised is not None and conn.topic in run.supervised.topics:
+            run.raw_sensor(conn.topic, msg, log_ns)
         else:
             run.frame(msg, raw, log_ns, compressed)
     bar.close()
@@ -163,7 +191,8 @@ class _Run:
     method per topic."""
 
     def __init__(self, pipeline: Pipeline, outputs: bagio.OutputBag, hold_out_every: int,
-                 max_cost: float, ros1: bool) -> None:
+                 max_cost: float, ros1: bool, supervision: SupervisionSetup | None = None
+                 ) -> None:
         self.pipeline, self.outputs, self.ros1 = pipeline, outputs, ros1
         self.hold_out_every, self.max_cost = hold_out_every, max_cost
         self.rec = Recorder()
@@ -176,6 +205,10 @@ class _Run:
         self.pending_patches: list[tuple[int, np.ndarray]] = []  # (stamp, mask), frame not yet
         self.replayed: list[int] = []  # sorted stamps of every replayed frame
         self.image_error = ''  # the last image that could not be decoded, and why
+        self.truths: dict[int, np.ndarray] = {}  # ground truth of the frames the buffer holds
+        self.supervised = (None if supervision is None else
+                           SupervisedReplay(supervision, self.truths))
+        self.frame_ids: dict[int, str] = {}  # stamp -> camera frame_id, of buffered frames
 
     def frame(self, msg: Any, raw: bytes, log_ns: int, compressed: bool) -> None:
         start = time.perf_counter()
@@ -199,9 +232,36 @@ class _Run:
         bisect.insort(self.replayed, result.stamp_ns)
         _keep_last(self.recent, result.stamp_ns, result.cost, self.limit)
         if result.stamp_ns in self.pending_truth:
-            self._score(result.stamp_ns, result.cost, self.pending_truth.pop(result.stamp_ns))
+            truth = self.pending_truth.pop(result.stamp_ns)
+            self._score(result.stamp_ns, result.cost, truth)
+            self.truths[result.stamp_ns] = truth
+        self._keep_buffered(result.stamp_ns, msg.header.frame_id)
+        if result.keyframe and self.supervised is not None:
+            self.supervised.keyframe(result.stamp_ns)
         if self.pending_patches:
             self._match_patches(final=False)
+
+    def _keep_buffered(self, stamp: int, frame_id: str) -> None:
+        """Keep the costs and ground truth of the frames the pipeline buffer holds (a patch or
+        label may still name them), forget the rest."""
+        held = set(self.pipeline.frames.stamps)
+        if stamp in held:
+            self.frame_ids[stamp] = frame_id
+        for kept in (self.truths, self.frame_ids):
+            for old in [s for s in kept if s <= stamp and s not in held]:
+                del kept[old]
+
+    def raw_sensor(self, topic: str, msg: Any, log_ns: int) -> None:
+        """A self-supervision input; the labels it makes are learnt (or held out) at once and
+        written to the output bag's patch_cost."""
+        if topic == self.supervised.topics.odom:  # the pipeline's keyframes by distance
+            self.pipeline.add_odometry_message(msg)
+        for label in self.supervised.message(topic, msg, log_ns):
+            stamp = label.keyframe_stamp_ns
+            self.outputs.write_mask(log_ns, 'patch_cost', label.mask, stamp,
+                                    self.frame_ids.get(stamp, ''))
+            self.rec.patches += 1
+            self._learn_or_hold_out(label.mask, stamp, stamp)
 
     def patch(self, msg: Any) -> None:
         """Used (or held out) once its frame has been replayed: now, or when the frame comes."""
@@ -247,12 +307,15 @@ class _Run:
 
     def _use_patch(self, mask: np.ndarray, stamp: int, frame_stamp: int) -> None:
         self.rec.patches += 1
+        self._learn_or_hold_out(mask, stamp, frame_stamp)
+
+    def _learn_or_hold_out(self, mask: np.ndarray, stamp: int, frame_stamp: int) -> None:
         if self.hold_out_every and self.rec.patches % self.hold_out_every == 0:
             cost = self.recent.get(frame_stamp)
             if cost is None:
                 self.rec.skip('held-out patch without its frame')
             else:
-                self.rec.held_out_patch(mask, cost)
+                self.rec.held_out_patch(mask, cost, self.truths.get(frame_stamp))
             return
         start = time.perf_counter()
         result = self.pipeline.add_patch(mask, stamp)
@@ -271,6 +334,8 @@ class _Run:
             return
         if stamp in self.recent:
             self._score(stamp, self.recent[stamp], truth)
+            if stamp in self.pipeline.frames.stamps:
+                self.truths[stamp] = truth
         else:
             if len(self.pending_truth) >= self.limit and stamp not in self.pending_truth:
                 self.rec.skip('ground truth without its frame')
@@ -350,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the node's ROS 2 parameter file (config/cost_map.yaml); the "
                         'cost map parameter options override its values')
     parser.add_argument('--image-topic', required=True, help='Image or CompressedImage')
-    parser.add_argument('--patch-cost-topic', required=True, help='32FC1 measured patch costs')
+    parser.add_argument('--patch-cost-topic', default=None, help='32FC1 measured patch costs '
+                        '(or --supervision)')
     parser.add_argument('--ground-truth-topic', default=None, help='32FC1 ground-truth cost '
                         '(the bags of contrast-semask-data drive-bag have /ground_truth/cost)')
     parser.add_argument('--out', type=Path, required=True, help='new output directory')
@@ -360,13 +426,68 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--realtime', action='store_true', help='pace at the recorded rate')
     parser.add_argument('--namespace', default='/cost_map', help='of the output topics')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
+    _add_supervision_options(parser)
     return parser
+
+
+def _add_supervision_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        'self-supervision', 'label patches from the bag\'s IMU and odometry (the patch_cost '
+        "node's core) instead of --patch-cost-topic; its parameters as options (README, "
+        'patch_cost node), over the --supervision-params file')
+    group.add_argument('--supervision', choices=SIGNALS, default=None,
+                       help='the traversal-cost signal')
+    group.add_argument('--odom-topic', default='/odom', help='nav_msgs/Odometry')
+    group.add_argument('--imu-topic', default='/imu/data', help='sensor_msgs/Imu')
+    group.add_argument('--camera-info-topic', default='/camera/camera_info',
+                       help='sensor_msgs/CameraInfo of the camera')
+    group.add_argument('--cmd-vel-topic', default=None,
+                       help='geometry_msgs/Twist or TwistStamped (signal velocity or both)')
+    group.add_argument('--tf-static-topic', default='/tf_static',
+                       help='static transforms: base frame -> camera (unless --camera-pose)')
+    group.add_argument('--camera-pose', type=float, nargs=6, default=None,
+                       metavar=('X', 'Y', 'Z', 'ROLL', 'PITCH', 'YAW'),
+                       help='camera body frame in the base frame (wins over /tf_static)')
+    group.add_argument('--base-frame', default='base_link', help='robot base frame (TF)')
+    group.add_argument('--footprint-truth-topic', default=None,
+                       help="32FC1 masks of the simulator's footprint, for the footprint IoU "
+                       '(/ground_truth/patch_cost in contrast-semask-data drive-bag bags)')
+    group.add_argument('--supervision-params', type=Path, default=None, metavar='FILE',
+                       help="the patch_cost node's parameter file (config/patch_cost.yaml)")
+    supervision_params.TABLE.add_cli_options(group, ('supervision',), skip=_SHARED)
+
+
+# supervision options that replay does not offer: the signal is --supervision; the keyframes
+# are the pipeline's (the cost map's options of the same names)
+_SHARED = ('signal', *params.BY_NAME)
+
+
+def resolve_supervision(args: argparse.Namespace) -> SupervisionSetup | None:
+    """--supervision's settings: defaults, the --supervision-params file, the options."""
+    if args.supervision is None:
+        return None
+    table = supervision_params.TABLE
+    from_file = table.read_params_file(args.supervision_params) if args.supervision_params \
+        else {}
+    given = {k: v for k, v in table.cli_values(args).items() if k not in _SHARED}
+    values = table.resolve(from_file, given, {'signal': args.supervision})
+    topics = SupervisionTopics(args.odom_topic, args.imu_topic, args.camera_info_topic,
+                               args.cmd_vel_topic, args.tf_static_topic,
+                               args.footprint_truth_topic)
+    if args.supervision in ('velocity', 'both') and not args.cmd_vel_topic:
+        raise ReplayError(f'--supervision {args.supervision} needs --cmd-vel-topic (the '
+                          'commanded speed)')
+    pose = tuple(args.camera_pose) if args.camera_pose else None
+    return SupervisionSetup(supervision_params.config_from_values(values), topics,
+                            table.check('camera_pose', pose or ()) or None, args.base_frame)
 
 
 def resolve_params(args: argparse.Namespace) -> dict[str, Any]:
     """Defaults, then the --params file, then the options given, then --model; checked."""
     from_file = params.read_params_file(args.params) if args.params else {}
-    return params.resolve(from_file, params.cli_values(args), {'model_path': str(args.model)})
+    supervised = supervision_params.COST_MAP_OVERRIDES if args.supervision else {}
+    return params.resolve(from_file, supervised, params.cli_values(args),
+                          {'model_path': str(args.model)})
 
 
 def exit_code(err: BaseException) -> int:
@@ -384,12 +505,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     clean_stale(args.out.parent, args.out.name)  # what a killed earlier replay left
     try:
         values = resolve_params(args)
+        supervision = resolve_supervision(args)
         with (atomic_directory(args.out, args.overwrite) as tmp,
               contextlib.closing(Pipeline.open(values)) as pipeline):
             result = replay(args.bag, pipeline, tmp, args.image_topic, args.patch_cost_topic,
                             args.ground_truth_topic, args.hold_out_every, args.realtime,
                             args.namespace, progress=not args.no_progress,
-                            max_cost=values['overlay_max_cost'])
+                            max_cost=values['overlay_max_cost'], supervision=supervision)
             report = {**result.report, 'model': str(args.model),
                       'params': {p.name: values[p.name] for p in params.PARAMS
                                  if p.scope in SCOPES}}

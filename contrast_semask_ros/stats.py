@@ -9,8 +9,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from contrast_semask_ros.keyframes import MISS_NOT_KEYFRAME
+
 if TYPE_CHECKING:  # annotations only: stats stays importable on its own
+    from contrast_semask_ros.keyframes import OdometryUpdate
     from contrast_semask_ros.pipeline import FrameResult, PatchResult
+
+# counters of bad input: /diagnostics warns while any is non-zero (summary)
+BAD_INPUTS = ('frames_rejected', 'frames_too_large', 'frame_errors', 'patches_rejected',
+              'odometry_rejected')
 
 
 class LatencyWindow:
@@ -78,10 +85,12 @@ class RuntimeStats:
                      now_s: float | None = None) -> None:
         """Everything one processed frame adds, under one lock: the pipeline's stage timings,
         decode and publish time, the receive-to-publish latency, the input stamp's age and the
-        bank size; counts `frames_out` and the frame rate."""
+        bank size; counts `frames_out`, `keyframes_kept` or `frames_not_kept` (processed but
+        not buffered: not a keyframe, or too old) and the frame rate."""
         with self._lock:
             self._frame_times.append(time.monotonic() if now_s is None else now_s)
             self._counts['frames_out'] += 1
+            self._counts['keyframes_kept' if result.keyframe else 'frames_not_kept'] += 1
             self._counts['size_changes'] += result.size_change is not None
             self._counts['stamp_jumps'] += result.stamp_jump is not None
             for stage, ms in result.timings._asdict().items():
@@ -93,11 +102,14 @@ class RuntimeStats:
             self._gauges['bank_size'] = bank_size
 
     def record_patch(self, result: PatchResult, bank_size: int) -> None:
-        """One patch message's outcome: `patches_<status>` (added, empty, miss, rejected), the
-        bank's added/merged/evicted/too-small/invalid region counts, patch_ms, the bank size."""
+        """One patch message's outcome: `patches_<status>` (added, empty, miss, rejected; of the
+        misses, `patches_not_keyframe` on a frame that was not kept as a keyframe), the bank's
+        added/merged/evicted/too-small/invalid region counts, patch_ms, the bank size."""
         with self._lock:
             self._counts['patches_in'] += 1
             self._counts[f'patches_{result.status}'] += 1
+            reason = result.reason or ''
+            self._counts['patches_not_keyframe'] += reason.startswith(MISS_NOT_KEYFRAME)
             self._add_latency('patch_ms', result.elapsed_ms)
             added = result.added
             if added is not None:
@@ -108,6 +120,13 @@ class RuntimeStats:
                                ('patch_regions_invalid', added.skipped_invalid)):
                     self._counts[key] += n
             self._gauges['bank_size'] = bank_size
+
+    def record_odometry(self, update: OdometryUpdate) -> None:
+        """One odometry message: `odometry_in`, and `odometry_jumps` or `odometry_rejected`."""
+        with self._lock:
+            self._counts['odometry_in'] += 1
+            self._counts['odometry_jumps'] += update.jump
+            self._counts['odometry_rejected'] += not update.accepted
 
     def _add_latency(self, stage: str, ms: float) -> None:
         """Caller holds the lock."""

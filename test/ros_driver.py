@@ -8,11 +8,19 @@ to every output, calling its parameter services), stops it with SIGINT and write
 to a JSON file that test_node.py asserts on. Scenarios: main, params, bad_start, and bag (plays
 a drive bag into the node for comparison with contrast-semask-replay), rate (for
 bench/bench_node_rate.py).
+
+Self-supervision (test_patch_cost_node.py; no --model): `supervision` starts `patch_cost_node`
+and plays a simulated straight drive (odometry, IMU, camera_info as arrays, `straight_drive`)
+into it in real time (`DrivePlayer`), collecting patch_cost masks, footprints and /diagnostics
+(`SupervisionProbe`); `supervision_bad_start` starts it with bad parameters. The pieces are
+reusable for a drive through both nodes: `start_patch_cost_node`, `straight_drive`,
+`DrivePlayer.play`, `SupervisionProbe`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
@@ -21,6 +29,8 @@ import sys
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -28,15 +38,17 @@ from typing import Any
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import Odometry
 from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.node import Node
 from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ros_harness import outside_namespace_reason, without_wheel_bootstrap
 from scenes import two_texture_scene
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, Imu
 from std_msgs.msg import Header
 from std_srvs.srv import Trigger
+from visualization_msgs.msg import MarkerArray
 
 from contrast_semask_ros import codec
 from contrast_semask_ros.bank import BANK_FORMAT
@@ -45,6 +57,7 @@ H, W = 120, 200  # camera size; the test model's engine is 96x128
 FRAME_ID = 'camera_optical'
 OUTPUTS = ('cost', 'confidence', 'embedding', 'cost_overlay', 'embedding_viz')
 NODE = Path(sys.executable).parent / 'cost_map_node'
+PATCH_COST_NODE = Path(sys.executable).parent / 'patch_cost_node'
 
 
 def header(sec: int, nanosec: int = 0) -> Header:
@@ -511,6 +524,366 @@ def scenario_rate(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     return result
 
 
+# --- self-supervision: patch_cost_node ----------------------------------------------------------
+
+SUPERVISION_CAMERA_POSE = '[0.3,0.0,1.0,0.0,0.35,0.0]'  # 1 m up, looking 20 degrees down
+_NS = 1_000_000_000
+
+
+def start_patch_cost_node(ros_args: list[str], exe: str | None = None) -> subprocess.Popen[str]:
+    """patch_cost_node (this environment's, or `exe`) with `--ros-args` ros_args; stdout and
+    stderr together in proc.stdout (stop_node collects them)."""
+    argv = [exe or str(PATCH_COST_NODE), '--ros-args', *ros_args]
+    env = without_wheel_bootstrap(dict(os.environ)) if exe else None
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+
+
+def camera_info_msg(width: int = 160, height: int = 120, fx: float = 100.0, fy: float = 100.0,
+                    frame_id: str = FRAME_ID) -> CameraInfo:
+    """A pinhole CameraInfo (no distortion, principal point at the image centre)."""
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    msg = CameraInfo(width=width, height=height, distortion_model='plumb_bob')
+    msg.header.frame_id = frame_id
+    msg.d = [0.0] * 5
+    msg.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return msg
+
+
+@dataclass
+class Drive:
+    """A drive as arrays; times in seconds from its start (stamps: start + time)."""
+
+    odom_t: np.ndarray  # N
+    odom_xyz: np.ndarray  # N, 3 base position in odom
+    odom_quat: np.ndarray  # N, 4 base orientation x, y, z, w
+    odom_speed: np.ndarray  # N, m/s (twist.linear.x)
+    imu_t: np.ndarray  # M
+    imu_acc: np.ndarray  # M, 3 linear_acceleration (m/s^2, gravity included)
+    camera_t: np.ndarray  # K, camera_info (frame) times
+    cmd_t: np.ndarray = field(default_factory=lambda: np.zeros(0))  # cmd_vel times
+    cmd_speed: np.ndarray = field(default_factory=lambda: np.zeros(0))  # m/s
+
+    @property
+    def duration(self) -> float:
+        return float(max(self.odom_t[-1], self.imu_t[-1], self.camera_t[-1]))
+
+
+def straight_drive(seconds: float = 8.0, speed: float = 1.0, rough_from_x: float = 4.0,
+                   smooth_std: float = 0.1, rough_std: float = 2.0, imu_hz: float = 200.0,
+                   odom_hz: float = 50.0, camera_hz: float = 10.0, seed: int = 0) -> Drive:
+    """Straight along odom x at `speed`; vertical vibration of std smooth_std (m/s^2) before
+    x = rough_from_x and rough_std after; cmd_vel = speed at odom_hz."""
+    rng = np.random.default_rng(seed)
+    odom_t = np.arange(0.0, seconds, 1.0 / odom_hz)
+    imu_t = np.arange(0.0, seconds, 1.0 / imu_hz)
+    odom_xyz = np.zeros((len(odom_t), 3))
+    odom_xyz[:, 0] = speed * odom_t
+    quat = np.tile([0.0, 0.0, 0.0, 1.0], (len(odom_t), 1))
+    std = np.where(speed * imu_t < rough_from_x, smooth_std, rough_std)
+    acc = np.zeros((len(imu_t), 3))
+    acc[:, 2] = 9.80665 + rng.normal(0.0, 1.0, len(imu_t)) * std
+    return Drive(odom_t, odom_xyz, quat, np.full(len(odom_t), speed), imu_t, acc,
+                 np.arange(0.0, seconds, 1.0 / camera_hz), odom_t.copy(),
+                 np.full(len(odom_t), speed))
+
+
+class DrivePlayer:
+    """Publishes a Drive from `node` in real time (stamps = start + drive time) on relative or
+    absolute topics: odom (Odometry), imu (Imu, identity orientation), camera_info, cmd_vel
+    (Twist, when cmd_vel is given)."""
+
+    def __init__(self, node: Node, odom: str = '/odom', imu: str = '/imu',
+                 camera_info: str = '/camera_info', cmd_vel: str | None = None,
+                 camera: CameraInfo | None = None) -> None:
+        from geometry_msgs.msg import Twist
+
+        self.node = node
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {'odom': node.create_publisher(Odometry, odom, qos),
+                     'imu': node.create_publisher(Imu, imu, qos),
+                     'camera_info': node.create_publisher(CameraInfo, camera_info, qos)}
+        if cmd_vel:
+            self.pubs['cmd_vel'] = node.create_publisher(Twist, cmd_vel, qos)
+        self.twist_type = Twist
+        self.camera = camera or camera_info_msg()
+        self.start_ns = 0
+        self.start_wall = 0.0
+        self.sent: dict[str, list[int]] = defaultdict(list)  # topic -> stamps (ns)
+
+    def wait_for_subscribers(self, timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if all(pub.get_subscription_count() > 0 for pub in self.pubs.values()):
+                return
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        missing = [n for n, p in self.pubs.items() if p.get_subscription_count() == 0]
+        raise TimeoutError(f'no subscriber on {missing} after {timeout} s')
+
+    def now(self) -> float:
+        """Drive time (s) of the wall clock."""
+        return time.monotonic() - self.start_wall
+
+    def stamp(self, t: float) -> Any:
+        ns = self.start_ns + int(round(t * _NS))
+        return ns, (ns // _NS, ns % _NS)
+
+    def odometry(self, t: float, xyz: Any, quat: Any, speed: float) -> Odometry:
+        msg = Odometry(child_frame_id='base_link')
+        _, (msg.header.stamp.sec, msg.header.stamp.nanosec) = self.stamp(t)
+        msg.header.frame_id = 'odom'
+        position, q = msg.pose.pose.position, msg.pose.pose.orientation
+        position.x, position.y, position.z = (float(v) for v in xyz)
+        q.x, q.y, q.z, q.w = (float(v) for v in quat)
+        msg.twist.twist.linear.x = float(speed)
+        return msg
+
+    def imu(self, t: float, acc: Any) -> Imu:
+        msg = Imu()
+        _, (msg.header.stamp.sec, msg.header.stamp.nanosec) = self.stamp(t)
+        msg.header.frame_id = 'imu_link'
+        msg.orientation.w = 1.0
+        a = msg.linear_acceleration
+        a.x, a.y, a.z = (float(v) for v in acc)
+        return msg
+
+    def camera_info(self, t: float, k: list[float] | None = None) -> CameraInfo:
+        msg = CameraInfo(width=self.camera.width, height=self.camera.height,
+                         distortion_model=self.camera.distortion_model, d=self.camera.d,
+                         k=self.camera.k if k is None else k, r=self.camera.r,
+                         p=self.camera.p)
+        msg.header.frame_id = self.camera.header.frame_id
+        _, (msg.header.stamp.sec, msg.header.stamp.nanosec) = self.stamp(t)
+        return msg
+
+    def play(self, drive: Drive, extra: list[tuple[float, str, Any]] = (),
+             on_spin: Callable[[], None] | None = None) -> dict[str, list[int]]:
+        """Publish every message of `drive` at its time, plus `extra` (time, topic, message
+        or a callable making it); spins the node in between. Returns the stamps sent per topic
+        (self.sent; extras are not in it)."""
+        events: list[tuple[float, int, str, Any]] = []
+        for i, t in enumerate(drive.odom_t):
+            events.append((t, 0, 'odom', lambda t=t, i=i: self.odometry(
+                t, drive.odom_xyz[i], drive.odom_quat[i], drive.odom_speed[i])))
+        for i, t in enumerate(drive.imu_t):
+            events.append((t, 1, 'imu', lambda t=t, i=i: self.imu(t, drive.imu_acc[i])))
+        for t in drive.camera_t:
+            events.append((t, 2, 'camera_info', lambda t=t: self.camera_info(t)))
+        if 'cmd_vel' in self.pubs:
+            for t, speed in zip(drive.cmd_t, drive.cmd_speed, strict=True):
+                events.append((t, 3, 'cmd_vel', lambda s=speed: self._twist(s)))
+        events += [(t, 4, topic, make) for t, topic, make in extra]
+        events.sort(key=lambda e: (e[0], e[1]))
+        self.start_ns, self.start_wall = time.time_ns(), time.monotonic()
+        for t, order, topic, make in events:
+            while (wait := t - self.now()) > 0:
+                rclpy.spin_once(self.node, timeout_sec=min(wait, 0.01))
+                if on_spin:
+                    on_spin()
+            msg = make() if callable(make) else make
+            self.pubs[topic].publish(msg)
+            if order < 4:
+                stamp = getattr(getattr(msg, 'header', None), 'stamp', None)
+                if stamp is not None:
+                    self.sent[topic].append(stamp.sec * _NS + stamp.nanosec)
+        return self.sent
+
+    def _twist(self, speed: float) -> Any:
+        msg = self.twist_type()
+        msg.linear.x = float(speed)
+        return msg
+
+
+class SupervisionProbe(Node):
+    """Collects patch_cost_node's outputs: a summary of each patch_cost mask (not the mask:
+    hundreds arrive), the footprint markers and its /diagnostics."""
+
+    def __init__(self, patch_cost: str = '/patch_cost', footprints: str = '/footprints') -> None:
+        super().__init__('supervision_probe')
+        self.masks: list[dict[str, Any]] = []
+        self.markers: list[dict[str, Any]] = []
+        self.diagnostics: list[dict[str, Any]] = []
+        self.clock: Callable[[], float] = time.monotonic  # set to the player's drive time
+        qos = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Image, patch_cost, self._on_mask, qos)
+        self.create_subscription(MarkerArray, footprints, self._on_markers, qos)
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
+
+    def _on_mask(self, msg: Image) -> None:
+        mask = codec.image_to_array(msg)
+        finite = mask[np.isfinite(mask)]
+        self.masks.append({
+            **describe(msg), 'stamp_ns': msg.header.stamp.sec * _NS + msg.header.stamp.nanosec,
+            'received': self.clock(), 'pixels': int(finite.size),
+            'min': float(finite.min()) if finite.size else None,
+            'max': float(finite.max()) if finite.size else None,
+            'nonfinite_not_nan': int(np.isinf(mask).sum())})
+
+    def _on_markers(self, msg: MarkerArray) -> None:
+        for m in msg.markers:
+            self.markers.append({
+                'stamp_ns': m.header.stamp.sec * _NS + m.header.stamp.nanosec,
+                'frame_id': m.header.frame_id, 'type': m.type, 'id': m.id,
+                'color': [m.color.r, m.color.g, m.color.b, m.color.a],
+                'points': [[p.x, p.y, p.z] for p in m.points]})
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if 'patch cost' in status.name:
+                self.diagnostics.append({
+                    'received': self.clock(), 'name': status.name, 'level': int.from_bytes(
+                        status.level, 'little') if isinstance(status.level, bytes)
+                    else int(status.level), 'message': status.message,
+                    'values': {kv.key: kv.value for kv in status.values}})
+
+    def wait_for_publishers(self, topics: list[str], timeout: float = 20.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if all(self.count_publishers(topic) > 0 for topic in topics):
+                return
+            rclpy.spin_once(self, timeout_sec=0.05)
+        raise TimeoutError(f'no publisher on one of {topics} after {timeout} s')
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.02)
+
+
+def scenario_supervision(args: argparse.Namespace) -> dict[str, Any]:
+    """patch_cost_node with camera_pose and its own keyframes on a straight 1 m/s drive, smooth
+    then rough from x = 4 m, with bad messages among the good ones (a NaN IMU sample, a
+    camera_info with K = 0, an out-of-order and a zero-quaternion odometry)."""
+    result: dict[str, Any] = {}
+    probe = SupervisionProbe()
+    player = DrivePlayer(probe)
+    probe.clock = player.now
+    proc = start_patch_cost_node(['-p', f'camera_pose:={SUPERVISION_CAMERA_POSE}',
+                                  '-p', 'use_keyframes:=false',
+                                  '-p', 'diagnostics_period_s:=0.5', *args.node_arg])
+    try:
+        start = time.monotonic()
+        player.wait_for_subscribers()
+        probe.wait_for_publishers(['/patch_cost', '/footprints', '/diagnostics'])
+        probe.spin_for(1.0)  # the node's side of the matching (footprints: subscriber count)
+        result['startup_s'] = time.monotonic() - start
+        drive = straight_drive(seconds=args.seconds)
+        bad = [  # (when, topic, message): stamps of their own, between the good ones
+            (2.0025, 'imu', lambda: player.imu(2.0025, (0.0, 0.0, float('nan')))),
+            (2.55, 'camera_info', lambda: player.camera_info(2.55, [0.0] * 9)),
+            (3.0, 'odom', lambda: player.odometry(2.0, (2.0, 0.0, 0.0), (0, 0, 0, 1), 1.0)),
+            (3.51, 'odom', lambda: player.odometry(3.51, (3.51, 0, 0), (0, 0, 0, 0), 1.0))]
+        sent = player.play(drive, bad)
+        result['bad_messages'] = {'imu_nan': 1, 'camera_info_k_zero': 1, 'odom_out_of_order': 1,
+                                  'odom_zero_quaternion': 1}
+        result['drive_wall_s'] = player.now()
+        probe.spin_for(1.5)  # the last labels and two /diagnostics periods
+        result['start_ns'] = player.start_ns
+        result['sent'] = {topic: len(stamps) for topic, stamps in sent.items()}
+        result['camera_info_stamps'] = sent['camera_info']
+        result['masks'] = probe.masks
+        result['markers'] = probe.markers
+        result['diagnostics'] = probe.diagnostics
+    finally:
+        stop_node(proc, result)
+    return result
+
+
+# A stand-in for tf2_ros (scenario supervision_tf): the documented Buffer / TransformListener /
+# lookup_transform API, answering base_link -> camera_optical with a fixed transform once
+# @DELAY@ s have passed since the Buffer was made (a TransformException before).
+FAKE_TF2_ROS = '''import time
+from types import SimpleNamespace as _Msg
+
+
+class TransformException(Exception):
+    pass
+
+
+class Buffer:
+    def __init__(self, *args, **kwargs):
+        self.created = time.monotonic()
+
+    def lookup_transform(self, target_frame, source_frame, time_, *args, **kwargs):
+        if time.monotonic() - self.created < @DELAY@ or (target_frame, source_frame) != (
+                'base_link', 'camera_optical'):
+            raise TransformException(f'"{source_frame}" passed to lookupTransform argument '
+                                     'source_frame does not exist')
+        x, y, z, w = @QUAT@
+        return _Msg(header=_Msg(frame_id=target_frame), child_frame_id=source_frame,
+                    transform=_Msg(translation=_Msg(x=0.3, y=0.0, z=1.0),
+                                   rotation=_Msg(x=x, y=y, z=z, w=w)))
+
+
+class TransformListener:
+    def __init__(self, buffer, node, *args, **kwargs):
+        self.buffer, self.node = buffer, node
+'''
+
+
+def scenario_supervision_tf(args: argparse.Namespace) -> dict[str, Any]:
+    """patch_cost_node without camera_pose, its extrinsics from TF: a stand-in tf2_ros module
+    (FAKE_TF2_ROS; the real one is not installable from PyPI) that knows base_link ->
+    camera_optical only after 1.5 s. /diagnostics must say ERROR until then, and the node
+    must take the camera frame from camera_info and start labelling afterwards. Signal both,
+    on smooth ground (IMU cost 0) with cmd_vel (Twist) commanding twice the speed driven:
+    the velocity-tracking cost 0.5 wins (combine_rule max)."""
+    from scipy.spatial.transform import Rotation
+
+    from contrast_semask_ros.supervision.geometry import camera_pose_to_optical
+
+    fake = Path.cwd() / 'fake_tf2_ros'
+    fake.mkdir(exist_ok=True)
+    T = camera_pose_to_optical(0.3, 0.0, 1.0, 0.0, 0.35, 0.0)
+    quat = tuple(float(v) for v in Rotation.from_matrix(T[:3, :3]).as_quat())  # x, y, z, w
+    (fake / 'tf2_ros.py').write_text(FAKE_TF2_ROS.replace('@DELAY@', '1.5')
+                                     .replace('@QUAT@', repr(quat)))
+    os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(fake),
+                                                             os.environ.get('PYTHONPATH')]))
+    result: dict[str, Any] = {}
+    probe = SupervisionProbe()
+    player = DrivePlayer(probe, cmd_vel='/cmd_vel')
+    probe.clock = player.now
+    proc = start_patch_cost_node(['-p', 'use_keyframes:=false', '-p', 'signal:=both',
+                                  '-p', 'diagnostics_period_s:=0.25'])
+    try:
+        player.wait_for_subscribers()
+        probe.wait_for_publishers(['/patch_cost', '/diagnostics'])
+        drive = straight_drive(seconds=args.seconds, rough_from_x=100.0)
+        drive.cmd_speed = 2.0 * drive.odom_speed  # measured / commanded = 0.5
+        player.play(drive)
+        probe.spin_for(0.6)
+        result['masks'] = probe.masks
+        result['diagnostics'] = probe.diagnostics
+    finally:
+        stop_node(proc, result)
+    return result
+
+
+def scenario_supervision_bad_start(args: argparse.Namespace) -> dict[str, Any]:
+    """patch_cost_node must refuse bad parameters with one clear line and exit code 2."""
+    pose = ['-p', f'camera_pose:={SUPERVISION_CAMERA_POSE}']
+    cases = {'bad_signal': [*pose, '-p', 'signal:=lidar'],
+             'no_extrinsics': [],  # no camera_pose, and tf2_ros is not installed here
+             'pose_too_short': ['-p', 'camera_pose:=[0.3,0.0,1.0]'],
+             'pose_integers': ['-p', 'camera_pose:=[0,0,1,0,0,0]'],  # an integer array
+             'band_reversed': [*pose, '-p', 'imu_f_low:=40.0']}
+    result: dict[str, Any] = {'tf2_ros_installed': bool(importlib.util.find_spec('tf2_ros'))}
+    if result['tf2_ros_installed']:  # then the node waits for TF instead of refusing
+        del cases['no_extrinsics']
+    for name, extra in cases.items():
+        proc = start_patch_cost_node(extra)
+        try:
+            output, _ = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+        result[name] = {'exit_code': proc.returncode, 'log': output[-3000:]}
+    return result
+
+
 def main() -> int:
     refusal = outside_namespace_reason('ros_driver.py')  # DDS must never reach a real network
     if refusal:
@@ -519,7 +892,8 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument('scenario',
                         choices=['main', 'params', 'bad_start', 'bag', 'rate', 'qos',
-                                 'lifecycle', 'hostile'])
+                                 'lifecycle', 'hostile', 'supervision',
+                                 'supervision_bad_start', 'supervision_tf'])
     parser.add_argument('--rates', default='5,10,20,40')
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--size', default='544x1024')
@@ -527,14 +901,28 @@ def main() -> int:
     parser.add_argument('--node-exe', default=None,
                         help='cost_map_node of another environment (default: this one)')
     parser.add_argument('--bank-size', type=int, default=32)
-    parser.add_argument('--model', required=True)
+    parser.add_argument('--model', default=None,
+                        help='the cost map node\'s model (every scenario but supervision*)')
     parser.add_argument('--out', required=True, type=Path)
     parser.add_argument('--node-arg', action='append', default=[])
     parser.add_argument('--compressed', action='store_true')
     parser.add_argument('--ns', default='')
     args = parser.parse_args()
+    if args.model is None and not args.scenario.startswith('supervision'):
+        parser.error(f'--model is required for scenario {args.scenario}')
     if args.scenario == 'bad_start':
         result = scenario_bad_start(args)
+    elif args.scenario == 'supervision_bad_start':
+        result = scenario_supervision_bad_start(args)
+    elif args.scenario in ('supervision', 'supervision_tf'):
+        rclpy.init()
+        try:
+            run = scenario_supervision if args.scenario == 'supervision' else \
+                scenario_supervision_tf
+            result = run(args)
+            result['probe_rclpy'] = metadata.version('ros-rclpy')
+        finally:
+            rclpy.try_shutdown()
     else:
         rclpy.init()
         probe = Probe(args.ns, args.compressed)

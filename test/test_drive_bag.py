@@ -345,9 +345,9 @@ def test_failure_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_cli_writes_a_bag(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / 'cli_bag'
-    args = [str(out), '--frames', '2', '--size', '32x48', '--fps', '5', '--patch-delay', '0.3',
-            '--seed', '1', '--storage', 'sqlite3', '--version', '8', '--compressed',
-            '--no-progress']
+    args = [str(out), '--mode', 'patches', '--frames', '2', '--size', '32x48', '--fps', '5',
+            '--patch-delay', '0.3', '--seed', '1', '--storage', 'sqlite3', '--version', '8',
+            '--compressed', '--no-progress']
     with caplog.at_level('INFO'):
         assert data_main(['drive-bag', *args]) == 0
     assert 'wrote' in caplog.text and '2 frames' in caplog.text

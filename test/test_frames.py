@@ -1,4 +1,5 @@
-"""FrameBuffer: eviction by count and age, out-of-order stamps, lookup, miss reasons, memory."""
+"""FrameBuffer: eviction by count and age, out-of-order stamps, lookup, miss reasons, memory,
+float16 and float32 storage (the spare written by the backend, slots reused)."""
 
 from __future__ import annotations
 
@@ -117,21 +118,40 @@ def test_miss_reasons() -> None:
     assert miss.frame is None and miss.reason == MISS_FUTURE
 
 
-def test_memory_bound_is_max_frames_times_d_h_w_4() -> None:
-    buffer = FrameBuffer(30, 2.0)
+# D = 64 at 544x1024, stride 4 (136 x 256): 4.46 MB per frame in float16, 8.91 MB in float32.
+F16_FRAME, F32_FRAME = 136 * 256 * 64 * 2, 136 * 256 * 64 * 4
+
+
+@pytest.mark.parametrize('dtype, bound', [
+    (np.float32, 31 * F32_FRAME),  # the 30 frames and the spare slot: 276.3 MB
+    (np.float16, 30 * F16_FRAME + F32_FRAME),  # the 30 frames and the float32 scratch: 142.6 MB
+])
+def test_memory_bound_counts_the_storage_dtype_and_the_spare(dtype: type, bound: int) -> None:
+    buffer = FrameBuffer(30, 2.0, dtype)
     assert buffer.memory_bound_bytes == 0
-    # D = 64 at 544x1024, stride 4: 136 x 256 x 64 x 4 bytes = 8.9 MB per frame.
-    assert frame_bytes(64, 136, 256) == 136 * 256 * 64 * 4 == 8_912_896
+    assert frame_bytes(64, 136, 256, np.float32) == F32_FRAME == 8_912_896
+    assert frame_bytes(64, 136, 256) == frame_bytes(64, 136, 256, 'float16') == 4_456_448
     buffer.push(0, np.zeros((64, 136, 256), np.float32), (544, 1024))
-    assert buffer.memory_bound_bytes == 31 * 8_912_896  # the frames and the spare slot
-    assert buffer.nbytes == 8_912_896
+    assert buffer.memory_bound_bytes == bound
+    assert buffer.nbytes == frame_bytes(64, 136, 256, dtype)
     buffer.clear()  # the slot stays allocated for the next frames
     assert len(buffer) == 0 and buffer.nbytes == 0 and buffer.evicted == 0
-    assert buffer.memory_bound_bytes == 31 * 8_912_896  # the frames and the spare slot
+    assert buffer.memory_bound_bytes == bound
 
 
-def test_slots_are_reused_not_reallocated() -> None:
-    buffer = FrameBuffer(3, 100.0)
+def test_float16_halves_the_memory_bound() -> None:
+    bounds = {}
+    for dtype in ('float16', 'float32'):
+        buffer = FrameBuffer(30, 2.0, dtype)
+        buffer.spare((64, 136, 256))  # the shape is known from the spare alone
+        bounds[dtype] = buffer.memory_bound_bytes
+    assert bounds['float16'] == 142_606_336 and bounds['float32'] == 276_299_776
+    assert bounds['float16'] / bounds['float32'] == pytest.approx(32 / 62)  # (N + 2) / 2(N + 1)
+
+
+@pytest.mark.parametrize('dtype, slots', [(np.float32, 4), (np.float16, 3)])
+def test_slots_are_reused_not_reallocated(dtype: type, slots: int) -> None:
+    buffer = FrameBuffer(3, 100.0, dtype)
     rng = np.random.default_rng(0)
     embeddings = [rng.normal(size=(4, 3, 5)).astype(np.float32) for _ in range(8)]
     buffer.push(0, embeddings[0], SIZE)
@@ -140,27 +160,60 @@ def test_slots_are_reused_not_reallocated() -> None:
     for i in range(1, 8):
         buffer.push(i, embeddings[i], SIZE)
         datas.add(buffer.lookup(i).embedding.__array_interface__['data'][0])
-    assert len(datas) == 4  # max_frames + 1 slots (the frames and a spare), reused in turn
+    # float32: max_frames + 1 slots (the frames and a spare); float16: max_frames (its spare is
+    # the float32 scratch); reused in turn
+    assert len(datas) == slots
     assert not buffer.is_current(first)  # frame 0 was evicted and its slot overwritten
     for i in (5, 6, 7):  # each kept frame still reads back its own embedding
         frame = buffer.lookup(i)
-        assert buffer.is_current(frame)
-        np.testing.assert_array_equal(frame.embedding, embeddings[i])
+        assert buffer.is_current(frame) and frame.embedding.dtype == dtype
+        np.testing.assert_array_equal(frame.embedding, embeddings[i].astype(dtype))
     buffer.clear()
     assert not buffer.is_current(frame)
 
 
-def test_push_copies_the_embedding() -> None:
+@pytest.mark.parametrize('dtype', [np.float32, np.float16])
+def test_push_copies_the_embedding(dtype: type) -> None:
     source = _emb(1.0)
-    buffer = FrameBuffer(2, 1.0)
+    buffer = FrameBuffer(2, 1.0, dtype)
     buffer.push(1, source, SIZE)
     source[...] = -5.0  # a backend reusing its output buffer
     frame = buffer.lookup(1)
     assert frame is not None and (frame.embedding == 1.0).all()
     buffer.push(2, np.ones((1, 4, 3, 5), np.float64), SIZE)  # backend layout, float64
     frame = buffer.lookup(2)
-    assert frame.embedding.shape == (4, 3, 5) and frame.embedding.dtype == np.float32
+    assert frame.embedding.shape == (4, 3, 5) and frame.embedding.dtype == dtype
     assert frame.embedding.flags.c_contiguous and not frame.embedding.flags.writeable
+    strided = np.ones((5, 3, 4), np.float32).transpose(2, 1, 0)  # not C-contiguous
+    assert buffer.push(3, strided, SIZE) and (buffer.lookup(3).embedding == 1.0).all()
+
+
+@pytest.mark.parametrize('dtype', [np.float64, 'int8', 'bfloat16', None, 'nonsense'])
+def test_rejects_other_storage_dtypes(dtype: object) -> None:
+    with pytest.raises(ValueError, match='float16 or float32, got .*buffer_dtype'):
+        FrameBuffer(3, 1.0, dtype)
+
+
+@pytest.mark.parametrize('dtype', ['float16', np.float16, np.dtype('>f2'), 'float32',
+                                   np.dtype(np.float32)])
+def test_accepts_float16_and_float32_by_any_name(dtype: object) -> None:
+    buffer = FrameBuffer(3, 1.0, dtype)
+    assert buffer.dtype in (np.float16, np.float32) and buffer.dtype.isnative
+
+
+def test_float16_storage_round_trips_unit_norm_embeddings() -> None:
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(64, 12, 20)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=0, keepdims=True)  # unit-norm per pixel, as the model's
+    buffer = FrameBuffer(4, 10.0)  # float16 is the default
+    buffer.push(1, emb, SIZE)
+    stored = buffer.lookup(1).embedding
+    assert stored.dtype == np.float16
+    np.testing.assert_array_equal(stored, emb.astype(np.float16))  # round to nearest even
+    # float16 keeps 11 significant bits: relative error <= 2^-11 (subnormals: 2^-25 absolute)
+    np.testing.assert_allclose(stored.astype(np.float32), emb, rtol=2**-11, atol=2**-25)
+    np.testing.assert_allclose(np.linalg.norm(stored.astype(np.float32), axis=0), 1.0,
+                               atol=1e-3)
 
 
 def test_rejects_bad_inputs() -> None:
@@ -179,7 +232,7 @@ def test_rejects_bad_inputs() -> None:
 
 
 def test_spare_slot_is_kept_without_a_copy_and_never_a_held_frame() -> None:
-    buffer = FrameBuffer(2, 100.0)
+    buffer = FrameBuffer(2, 100.0, np.float32)
     rng = np.random.default_rng(1)
     kept = {}
     for stamp in range(1, 6):
@@ -190,7 +243,8 @@ def test_spare_slot_is_kept_without_a_copy_and_never_a_held_frame() -> None:
         assert buffer.push(stamp, spare, SIZE)
         frame = buffer.lookup(stamp)
         assert np.shares_memory(frame.embedding, spare)  # kept as written: no copy
-    assert buffer.stamps == (4, 5) and buffer.memory_bound_bytes == 3 * frame_bytes(4, 3, 5)
+    assert buffer.stamps == (4, 5)
+    assert buffer.memory_bound_bytes == 3 * frame_bytes(4, 3, 5, np.float32)
     for stamp in (4, 5):
         np.testing.assert_array_equal(buffer.lookup(stamp).embedding, kept[stamp])
     # a spare not kept (older than every frame of the full buffer) stays the spare
@@ -200,3 +254,32 @@ def test_spare_slot_is_kept_without_a_copy_and_never_a_held_frame() -> None:
     buffer.clear()  # the reserved spare is not handed out as a free slot
     assert buffer.push(7, np.ones((4, 3, 5), np.float32), SIZE)
     assert not np.shares_memory(buffer.lookup(7).embedding, spare)
+
+
+def test_float16_spare_is_one_reused_float32_scratch_converted_on_push() -> None:
+    buffer = FrameBuffer(2, 100.0, np.float16)
+    rng = np.random.default_rng(2)
+    scratch = buffer.spare((4, 3, 5))
+    assert scratch.dtype == np.float32 and scratch.flags.writeable
+    kept = {}
+    for stamp in range(1, 6):
+        spare = buffer.spare((4, 3, 5))
+        assert spare is scratch  # one preallocated array, reused frame after frame
+        spare[...] = kept[stamp] = rng.normal(size=(4, 3, 5)).astype(np.float32)
+        assert buffer.push(stamp, spare, SIZE)
+        frame = buffer.lookup(stamp)
+        assert frame.embedding.dtype == np.float16 and not np.shares_memory(frame.embedding,
+                                                                            spare)
+        assert buffer.is_current(frame)
+    assert buffer.stamps == (4, 5)
+    assert buffer.memory_bound_bytes == 2 * frame_bytes(4, 3, 5) + frame_bytes(4, 3, 5,
+                                                                               np.float32)
+    for stamp in (4, 5):  # converted once: the scratch was overwritten since
+        np.testing.assert_array_equal(buffer.lookup(stamp).embedding,
+                                      kept[stamp].astype(np.float16))
+    old = buffer.lookup(4)
+    spare[...] = 0.0
+    assert buffer.push(6, spare, SIZE)  # the oldest slot is reused: frame 4 is not current
+    assert not buffer.is_current(old) and buffer.is_current(buffer.lookup(5))
+    assert buffer.spare((4, 6, 5)) is not scratch  # a new shape: a new scratch, frames gone
+    assert len(buffer) == 0

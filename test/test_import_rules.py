@@ -129,6 +129,8 @@ RUNTIME_RULES: dict[str, Rule] = {
     'launch': Rule(NODES, False, 'ROS 2 launch'),
     'launch_ros': Rule(NODES, False, 'ROS 2 launch'),
     'ament_index_python': Rule(NODES, False, 'ROS 2 package paths'),
+    # TF extrinsics of patch_cost_node, only when camera_pose is not set (tf2_ros_py)
+    'tf2_ros': Rule(NODES, True, 'TF lookups (optional: camera_pose replaces them)'),
     # inference libraries: only the backends, imported when a backend is constructed
     'torch': Rule(BACKENDS, True, 'PyTorch backend'),
     'onnxruntime': Rule(BACKENDS, True, 'ONNX Runtime backend'),

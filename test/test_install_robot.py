@@ -15,6 +15,7 @@ change to it) and run as their generated wrapper does: import the target, call i
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -66,12 +67,18 @@ def setup_requirements() -> tuple[set[str], dict[str, set[str]]]:
 
 def run_console_script(name: str, args: list[str], blocked: tuple[str, ...],
                        timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    """Run console script `name` as its wrapper would, with `blocked` modules unimportable."""
+    """Run console script `name` as its wrapper would, with `blocked` modules unimportable:
+    a finder that raises ModuleNotFoundError for them, as on a machine without them (not
+    `sys.modules[name] = None`, which libraries that probe sys.modules, such as scipy's array
+    API layer, take for an imported module)."""
     module, function = console_scripts()[name].split(':')
     code = '\n'.join([
         'import sys',
-        f'for name in {blocked!r}:',
-        '    sys.modules[name] = None',
+        'class _Blocked:',
+        '    def find_spec(self, fullname, path=None, target=None):',
+        f'        if fullname.split(".")[0] in {blocked!r}:',
+        '            raise ModuleNotFoundError(f"No module named {fullname!r}", name=fullname)',
+        'sys.meta_path.insert(0, _Blocked())',
         f'sys.path.insert(0, {str(REPO)!r})',
         f'sys.argv = {[name, *args]!r}',
         f'from {module} import {function}',
@@ -136,12 +143,13 @@ def test_drive_bag_and_onnx_replay_run_without_torch(texture_model, tmp_path: Pa
     assert proc.returncode == 0, proc.stderr
     proc = run_console_script('contrast-semask-replay', [
         str(bag), '--model', str(texture_model.onnx), '--params', 'config/cost_map.yaml',
-        '--image-topic', '/camera/image_raw/compressed',
-        '--patch-cost-topic', '/traversal/patch_cost', '--ground-truth-topic',
-        '/ground_truth/cost', '--hold-out-every', '5', '--out', str(tmp_path / 'replay')],
-        blocked)
+        '--image-topic', '/camera/image_raw/compressed', '--supervision', 'imu',
+        '--ground-truth-topic', '/ground_truth/cost', '--hold-out-every', '5',
+        '--out', str(tmp_path / 'replay')], blocked)
     assert proc.returncode == 0, proc.stderr
-    assert (tmp_path / 'replay' / 'report.json').is_file()
+    assert 'supervision' in json.loads((tmp_path / 'replay' / 'report.json').read_text())
+    proc = run_console_script('contrast-semask-calibrate-imu', [str(bag)], blocked)
+    assert proc.returncode == 0 and 'power_at_cost_1' in proc.stderr, proc.stderr
 
 
 # --- Each extra holds what its commands import --------------------------------------------
@@ -169,8 +177,10 @@ COMMANDS = {
     # `pip install .[replay]`: replay an ONNX model; make a synthetic drive bag to replay
     'contrast-semask-replay': Command(('replay',), ('contrast_semask_ros.replay',),
                                       skip=OTHER_BACKENDS),
+    'contrast-semask-calibrate-imu': Command(('replay',), ('contrast_semask_ros.calibrate_imu',)),
     'contrast-semask-data drive-bag': Command(
-        ('replay',), ('contrast_semask_train.data.cli', 'contrast_semask_train.data.drive_bag'),
+        ('replay',), ('contrast_semask_train.data.cli', 'contrast_semask_train.data.drive_bag',
+                      'contrast_semask_train.data.drive_sim'),
         module_level_only=('contrast_semask_train.data.cli',),
         unused={'PIL': 'synth.py writes PNG label files (the synth command) with pillow; '
                        'drive-bag renders scenes with OpenCV and scikit-image only'}),
@@ -179,7 +189,8 @@ COMMANDS = {
                                      skip=OTHER_BACKENDS),
     'contrast-semask-data synth, convert-ycor': Command(
         ('train',), ('contrast_semask_train.data.cli',),
-        skip=(*OTHER_BACKENDS, 'contrast_semask_train.data.drive_bag')),
+        skip=(*OTHER_BACKENDS, 'contrast_semask_train.data.drive_bag',
+              'contrast_semask_train.data.drive_sim')),
     'contrast-semask-eval': Command(('train',), ('contrast_semask_train.evaluate',),
                                     skip=OTHER_BACKENDS),
     'contrast-semask-convert': Command(('train',), ('contrast_semask_train.convert_checkpoint',),

@@ -29,13 +29,17 @@ CONSOLE_SCRIPTS = {
     'contrast-semask-eval': 'contrast_semask_train.evaluate:main',
     'contrast-semask-export': 'contrast_semask_train.export_cli:main',
     'contrast-semask-replay': 'contrast_semask_ros.replay:main',
+    'contrast-semask-calibrate-imu': 'contrast_semask_ros.calibrate_imu:main',
     'cost_map_node': 'contrast_semask_ros.node:main',
     'cost_map_lifecycle_node': 'contrast_semask_ros.lifecycle_node:main',
+    'patch_cost_node': 'contrast_semask_ros.patch_cost_node:main',
 }
 
 REQUIRED_EXEC_DEPENDS = {
     'rclpy', 'sensor_msgs', 'std_msgs', 'diagnostic_msgs', 'std_srvs', 'lifecycle_msgs',
     'rcl_interfaces', 'launch', 'launch_ros', 'python3-numpy', 'python3-opencv',
+    # patch_cost_node (self-supervision): its messages, TF extrinsics, scipy for the core
+    'nav_msgs', 'geometry_msgs', 'visualization_msgs', 'tf2_ros_py', 'python3-scipy',
     # a rosdep pip key: .onnx models on any robot (README, Install on a robot)
     'python3-onnxruntime-pip',
 }
@@ -277,6 +281,7 @@ def test_wheel_data_files_are_the_colcon_install_layout(wheel, package):
         f'share/{PACKAGE}/package.xml',
         f'share/{PACKAGE}/launch/cost_map.launch.py',
         f'share/{PACKAGE}/config/cost_map.yaml',
+        f'share/{PACKAGE}/config/patch_cost.yaml',
     }
     assert expected <= installed, expected - installed
     # and every launch file and config of the checkout, nothing else

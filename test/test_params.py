@@ -69,6 +69,12 @@ def test_pipeline_config_defaults_come_from_the_table() -> None:
     ('eviction', 'random', 'one of oldest, least_used'),
     ('publish_embedding', 'yes', 'must be true or false'),
     ('buffer_age_s', 0.0, r'buffer_age_s must be in \(0'),
+    ('buffer_dtype', 'float64', 'buffer_dtype must be one of float16, float32'),
+    ('keyframe_distance_m', -0.1, r'keyframe_distance_m must be in \[0, 100\]'),
+    ('keyframe_distance_m', 101.0, r'keyframe_distance_m must be in \[0, 100\]'),
+    ('keyframe_distance_m', math.nan, 'finite'),
+    ('keyframe_period_s', -1.0, r'keyframe_period_s must be in \[0, 60\]'),
+    ('keyframe_period_s', 61.0, r'keyframe_period_s must be in \[0, 60\]'),
     ('no_such_thing', 1, 'unknown parameter'),
 ])
 def test_check_names_the_allowed_values(name: str, value: object, message: str) -> None:
@@ -115,3 +121,24 @@ def test_cli_options_cover_every_pipeline_and_model_setting() -> None:
                                        'eviction': 'least_used'}
     flags = {a.dest for a in parser._actions}
     assert {p.name for p in PARAMS if p.scope in ('model', 'pipeline', 'render')} <= flags
+
+
+def test_keyframe_and_storage_parameters_are_pipeline_settings_in_the_readme() -> None:
+    rows = _readme_rows()
+    assert rows['buffer_dtype'][0] == 'float16'
+    assert rows['keyframe_distance_m'][0] == rows['keyframe_period_s'][0] == '0.0'
+    config = PipelineConfig()  # today's behaviour: every frame kept, stored in float16
+    assert (config.buffer_dtype, config.keyframe_distance_m, config.keyframe_period_s) == (
+        'float16', 0.0, 0.0)
+    config = PipelineConfig.from_values(params.resolve({'keyframe_distance_m': 0.2,
+                                                        'keyframe_period_s': 0.5,
+                                                        'buffer_dtype': 'float32'}))
+    assert config.validate(32) == PipelineConfig(bank_size=32, keyframe_distance_m=0.2,
+                                                 keyframe_period_s=0.5, buffer_dtype='float32')
+
+
+def test_keyframe_period_must_be_shorter_than_the_buffer_age() -> None:
+    with pytest.raises(ConfigError, match=r'keyframe_period_s=10 is not shorter than '
+                       r'buffer_age_s=10: .*set keyframe_period_s well under buffer_age_s'):
+        PipelineConfig(keyframe_period_s=10.0).validate(32)
+    assert PipelineConfig(keyframe_period_s=9.0).validate(32).keyframe_period_s == 9.0

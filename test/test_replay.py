@@ -23,7 +23,8 @@ TOPICS = ['--image-topic', '/camera/image_raw', '--patch-cost-topic', '/traversa
 
 
 def _make_bag(path: Path, *extra: str, frames: int = 10) -> Path:
-    assert data_main(['drive-bag', str(path), '--frames', str(frames), '--size', '96x128',
+    assert data_main(['drive-bag', str(path), '--mode', 'patches',
+                      '--frames', str(frames), '--size', '96x128',
                       '--no-progress', *extra]) == 0
     return path
 

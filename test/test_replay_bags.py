@@ -49,7 +49,8 @@ HUMBLE_QOS = [{'history': 3, 'depth': 0, 'reliability': 1, 'durability': 2,
 
 
 def _make_bag(path: Path, *extra: str, frames: int = FRAMES) -> Path:
-    assert data_main(['drive-bag', str(path), '--frames', str(frames), '--size', '96x128',
+    assert data_main(['drive-bag', str(path), '--mode', 'patches',
+                      '--frames', str(frames), '--size', '96x128',
                       '--no-progress', *extra]) == 0
     return path
 

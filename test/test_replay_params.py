@@ -27,7 +27,8 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from contrast_semask_train.data.cli import main as data_main
 
     path = tmp_path_factory.mktemp('params') / 'drive'
-    assert data_main(['drive-bag', str(path), '--frames', '4', '--size', '96x128',
+    assert data_main(['drive-bag', str(path), '--mode', 'patches',
+                      '--frames', '4', '--size', '96x128',
                       '--no-progress']) == 0
     return path
 

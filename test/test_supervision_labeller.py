@@ -176,8 +176,33 @@ def test_mask_scale_halves_the_mask():
     whole = {label.keyframe_stamp_ns: label for label in full.label(3 * NS, 0.2)}[0]
     assert half.mask.shape == (H // 2, W // 2)
     assert abs(half.pixels * 4 - whole.pixels) < 0.1 * whole.pixels
+    # 7 divides neither 640 nor 480: the largest smaller scale that divides both (5) is used
+    odd = FootprintLabeller(T_BASE_OPTICAL, LENGTH, WIDTH, mask_scale=7)
+    drive(odd, 4.0)
+    assert odd.label(3 * NS, 0.2)[0].mask.shape == (H // 5, W // 5)
+    assert odd.counters['scale_reduced'] > 0
     with pytest.raises(ValueError, match='mask_scale'):
-        FootprintLabeller(T_BASE_OPTICAL, LENGTH, WIDTH, mask_scale=7).add_frame(0, CAMERA)
+        FootprintLabeller(T_BASE_OPTICAL, LENGTH, WIDTH, mask_scale=0)
+
+
+def test_max_labels_spreads_and_rotates_over_the_keyframes():
+    every = FootprintLabeller(T_BASE_OPTICAL, LENGTH, WIDTH)
+    capped = FootprintLabeller(T_BASE_OPTICAL, LENGTH, WIDTH, max_labels=3)
+    drive(every, 8.0)
+    drive(capped, 8.0)
+    seen: set[int] = set()
+    for k in range(10):
+        stamp = 6 * NS + k * NS // 10
+        all_labels = every.label(stamp, 0.5)
+        some = capped.label(stamp, 0.5)
+        assert len(all_labels) > 6 and len(some) == 3
+        ages = [label.keyframe_stamp_ns for label in some]
+        assert ages == sorted(ages) and ages[-1] - ages[0] > 2 * NS  # near and far frames
+        by_stamp = {label.keyframe_stamp_ns: label for label in all_labels}
+        for label in some:  # the same masks as without the cap
+            np.testing.assert_array_equal(label.mask, by_stamp[label.keyframe_stamp_ns].mask)
+        seen.update(ages)
+    assert len(seen) > 10  # the choice rotates: most keyframes get labels
 
 
 def oracle_mask(T_odom_optical: np.ndarray, T_odom_base: np.ndarray) -> np.ndarray:
@@ -207,6 +232,36 @@ def test_labels_match_a_ray_cast_oracle():
         oracle = oracle_mask(T_odom_optical, pose(x, y, yaw))
         iou = (mask & oracle).sum() / (mask | oracle).sum()
         assert iou > 0.9, (x, y, yaw, iou)
+
+
+def test_a_window_labels_the_ground_swept_since_the_last_label():
+    """label(stamp, cost, start): the footprint swept from start to stamp, matching the union
+    of the ray-cast footprints along the way; a keyframe labelled again within a window gets
+    only the ground since its last label; labels a window apart tile one strip."""
+    labeller = FootprintLabeller(T_BASE_OPTICAL, LENGTH, WIDTH)
+    drive(labeller, 6.0)
+    T_odom_optical = pose(0.0) @ T_BASE_OPTICAL
+    swept = {label.keyframe_stamp_ns: label for label in labeller.label(3 * NS, 0.5, 2 * NS)}
+    covered = np.isfinite(swept[0].mask)
+    oracle = np.zeros_like(covered)
+    for x in np.arange(2.0, 3.0001, 0.05):
+        oracle |= oracle_mask(T_odom_optical, pose(x))
+    assert (covered & oracle).sum() / (covered | oracle).sum() > 0.95
+    # labelled again 0.1 s later: only the ground swept since its last label (3.0 -> 3.1)
+    again = {lb.keyframe_stamp_ns: lb for lb in labeller.label(3 * NS + NS // 10, 0.5,
+                                                                 2 * NS + NS // 10)}[0]
+    step = np.zeros_like(covered)
+    for x in (3.0, 3.05, 3.1):
+        step |= oracle_mask(T_odom_optical, pose(x))
+    assert (np.isfinite(again.mask) & ~step).sum() < 0.02 * step.sum()
+    # labelled next 1.5 s later, over the window 3.5 -> 4.5: the two strips tile x = 2 to 4.5
+    later = {lb.keyframe_stamp_ns: lb for lb in labeller.label(4 * NS + NS // 2, 0.5,
+                                                                 3 * NS + NS // 2)}[0]
+    both = covered | np.isfinite(again.mask) | np.isfinite(later.mask)
+    oracle = np.zeros_like(both)
+    for x in np.arange(2.0, 4.5001, 0.1):
+        oracle |= oracle_mask(T_odom_optical, pose(x))
+    assert (both & oracle).sum() / (both | oracle).sum() > 0.95
 
 
 def test_accumulate_takes_the_per_pixel_mean():

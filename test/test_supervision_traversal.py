@@ -27,6 +27,7 @@ from contrast_semask_ros.supervision.traversal import (
     combine,
     power_to_cost,
     velocity_tracking_cost,
+    welch_density,
 )
 
 G = 9.81
@@ -405,3 +406,16 @@ def test_combine_known_answers_and_nan_handling() -> None:
         combine(0.1, 0.2, rule='min')
     with pytest.raises(ValueError, match='weights'):
         combine(0.1, 0.2, rule='weighted', weights=(0.0, 0.0))
+
+
+@pytest.mark.parametrize(('n', 'nperseg'), [(200, 100), (201, 100), (100, 33), (401, 101),
+                                             (16, 16)])
+def test_welch_density_is_scipys_welch(n: int, nperseg: int):
+    from scipy.signal import welch
+
+    x = np.random.default_rng(n).standard_normal(n) * 3 + 1
+    freqs, psd = welch(x, fs=200.0, window='hann', nperseg=nperseg, noverlap=nperseg // 2,
+                       detrend='constant', scaling='density')
+    mine_freqs, mine = welch_density(x, 200.0, nperseg)
+    np.testing.assert_allclose(mine_freqs, freqs)
+    np.testing.assert_allclose(mine, psd, rtol=1e-10, atol=1e-14)

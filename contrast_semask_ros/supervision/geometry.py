@@ -324,12 +324,19 @@ class CameraModel:
     def _rotated(self) -> bool:
         return not np.array_equal(self.R_rect, np.eye(3))
 
+    @cached_property
+    def _undistorted(self) -> bool:
+        return self.distortion_model != EQUIDISTANT and not self.D.any()
+
     def _distort(self, points: np.ndarray) -> np.ndarray:
         """points (N, 3) in the K frame, all in front -> pixels (N, 2), no validity checks."""
         import cv2
 
         if len(points) == 0:
             return np.zeros((0, 2))
+        if self._undistorted:  # the pinhole alone: what cv2.projectPoints computes, faster
+            normalised = points[:, :2] / points[:, 2:3]  # N, 2
+            return normalised @ self.K[:2, :2].T + self.K[:2, 2]
         zero = np.zeros(3)
         if self.distortion_model == EQUIDISTANT:
             pixels, _ = cv2.fisheye.projectPoints(points.reshape(-1, 1, 3), zero, zero, self.K,
@@ -488,6 +495,8 @@ def footprint_polygon(length: float, width: float, ground_offset: float = 0.0) -
 def clip_polygon(polygon: np.ndarray, planes: np.ndarray) -> np.ndarray:
     """Sutherland-Hodgman: the part of a planar polygon (M, 3) inside every half-space
     n . p + c >= 0 of `planes` (P, 4); (K, 3), K = 0 when nothing is left."""
+    if (polygon @ planes[:, :3].T + planes[:, 3] >= 0).all():  # M, P: wholly inside
+        return polygon
     for plane in planes:
         if len(polygon) == 0:
             break
@@ -528,17 +537,27 @@ def rasterise_footprint(corners_base: Any, T_optical_base: Any, camera: CameraMo
             or camera.width % scale or camera.height % scale:
         raise GeometryError(f'scale must be a positive integer dividing the image size '
                             f'{camera.height}x{camera.width}, got {scale!r}')
+    return rasterise_checked(corners, check_pose(T_optical_base, 'T_optical_base'), camera,
+                             int(scale))
+
+
+def rasterise_checked(corners: np.ndarray, T_optical_base: np.ndarray, camera: CameraModel,
+                      scale: int) -> np.ndarray:
+    """rasterise_footprint without the checks, for callers that checked the corners (M, 3),
+    the pose (4, 4) and the scale once (the labeller, per keyframe and label)."""
     shape = (camera.height // scale, camera.width // scale)
-    points = transform_points(T_optical_base, corners)  # M, 3 optical
+    points = corners @ T_optical_base[:3, :3].T + T_optical_base[:3, 3]  # M, 3 optical
     if camera._rotated:
         points = points @ camera.R_rect.T
     polygon = clip_polygon(points, camera._view_planes)  # K, 3
     if len(polygon) < 3:
         return np.zeros(shape, bool)
-    pieces = 64 if camera.D.any() else 1
-    t = np.arange(pieces)[:, None, None] / pieces  # pieces, 1, 1
-    edges = polygon + t * (np.roll(polygon, -1, axis=0) - polygon)  # pieces, K, 3
-    dense = edges.transpose(1, 0, 2).reshape(-1, 3)  # K * pieces, 3 in order around the polygon
+    if camera._undistorted:  # straight edges stay straight
+        dense = polygon
+    else:
+        t = np.arange(64)[:, None, None] / 64  # pieces, 1, 1
+        edges = polygon + t * (np.roll(polygon, -1, axis=0) - polygon)  # pieces, K, 3
+        dense = edges.transpose(1, 0, 2).reshape(-1, 3)  # K * pieces, 3 around the polygon
     pixels = (camera._distort(dense) + 0.5) / scale - 0.5  # K * pieces, 2 mask pixels
     return fill_polygon(pixels, shape)
 
@@ -575,16 +594,22 @@ def fill_polygon(pixels: Any, shape: tuple[int, int]) -> np.ndarray:
     left = np.clip(np.ceil(x[:, 0]), 0, w).astype(np.int64)  # centres with x_a <= j < x_b
     right = np.clip(np.ceil(x[:, 1]), 0, w).astype(np.int64)
     keep = right > left
-    diff = np.zeros((h, w + 1), np.int32)
-    np.add.at(diff, (rows[keep, 0], left[keep]), 1)
-    np.add.at(diff, (rows[keep, 0], right[keep]), -1)
-    np.cumsum(diff[:, :w], axis=1, out=diff[:, :w])
-    return diff[:, :w] > 0
+    if not keep.any():
+        return mask
+    rows, left, right = rows[keep, 0], left[keep], right[keep]
+    r0, r1 = int(rows.min()), int(rows.max()) + 1  # the bounding box: work there only
+    c0, c1 = int(left.min()), int(right.max())
+    diff = np.zeros((r1 - r0, c1 - c0 + 1), np.int32)
+    np.add.at(diff, (rows - r0, left - c0), 1)
+    np.add.at(diff, (rows - r0, right - c0), -1)
+    mask[r0:r1, c0:c1] = np.cumsum(diff[:, :-1], axis=1) > 0
+    return mask
 
 
 __all__ = ['CAMERA_INFO_FIELDS', 'DISTORTION_LENGTHS', 'EQUIDISTANT', 'MAX_VIEW_ANGLE',
            'MIN_DEPTH', 'OPTICAL_FROM_BODY', 'PLUMB_BOB', 'RATIONAL_POLYNOMIAL', 'T_BODY_OPTICAL',
            'CameraModel', 'GeometryError', 'GroundHits', 'Projection', 'camera_pose_to_optical',
            'check_pose', 'clip_polygon', 'fill_polygon', 'footprint_polygon', 'intersect_ground',
-           'invert', 'pose_from_xyz_quat', 'pose_from_xyz_rpy', 'rasterise_footprint',
+           'invert', 'pose_from_xyz_quat', 'pose_from_xyz_rpy', 'rasterise_checked',
+           'rasterise_footprint',
            'transform_points']

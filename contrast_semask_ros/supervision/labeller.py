@@ -39,12 +39,13 @@ from contrast_semask_ros.supervision.geometry import (
     check_pose,
     footprint_polygon,
     invert,
-    rasterise_footprint,
+    rasterise_checked,
     transform_points,
 )
 
 _NS = 1_000_000_000
 _DISTANCE_SLACK_M = 1e-9  # a keyframe distance reached up to float rounding counts as reached
+SWEEP_STEP_S = 0.25  # poses between the ends of a swept footprint (labels over an IMU window)
 
 
 def _seconds_to_ns(value: float, name: str) -> int:
@@ -142,6 +143,13 @@ class Keyframe(NamedTuple):
     T_odom_optical: np.ndarray | None  # 4, 4; None while the frame's pose is unknown
     camera: CameraModel
     image_size: tuple[int, int]  # H, W of the camera image
+    T_optical_odom: np.ndarray | None = None  # 4, 4: the inverse, computed once
+
+
+def _keyframe(stamp_ns: int, T_odom_optical: np.ndarray | None, camera: CameraModel
+              ) -> Keyframe:
+    inverse = None if T_odom_optical is None else invert(T_odom_optical)
+    return Keyframe(stamp_ns, T_odom_optical, camera, camera.image_size, inverse)
 
 
 class Keyframes:
@@ -190,7 +198,7 @@ class Keyframes:
         if T is not None:
             self._last_position = T[:3, 3].copy()
         T_odom_optical = None if T is None else T @ self.T_base_optical
-        self._frames.append(Keyframe(stamp_ns, T_odom_optical, camera, camera.image_size))
+        self._frames.append(_keyframe(stamp_ns, T_odom_optical, camera))
         self.counters['keyframes'] += 1
         if T is None:
             self.counters['unposed'] += 1
@@ -217,7 +225,8 @@ class Keyframes:
             if frame.T_odom_optical is None:
                 T = pose_at(frame.stamp_ns)
                 if T is not None:
-                    self._frames[i] = frame._replace(T_odom_optical=T @ self.T_base_optical)
+                    self._frames[i] = _keyframe(frame.stamp_ns, T @ self.T_base_optical,
+                                                frame.camera)
                     resolved += 1
         self.counters['resolved'] += resolved
         return resolved
@@ -236,13 +245,17 @@ class FootprintLabeller:
     The footprint is robot_length x robot_width, centred on the base origin, at z =
     ground_offset of the base frame. A keyframe is labelled when it is older than the label's
     stamp, at most max_age_s older, and its camera centre is within max_range_m of the
-    footprint's centre (3-D distance)."""
+    footprint's centre (3-D distance). max_labels > 0 labels at most that many of them per
+    call, spread from near to far and rotating from call to call (`_spread`): the cost of a
+    label update and the masks sent stay bounded whatever the keyframe count. Masks are at
+    image size / mask_scale (or the largest smaller scale that divides the image size)."""
 
     def __init__(self, T_base_optical: Any, robot_length: float, robot_width: float, *,
                  ground_offset: float = 0.0, max_range_m: float = 8.0, max_age_s: float = 10.0,
                  mask_scale: int = 1, keyframe_distance_m: float = 0.2,
                  keyframe_period_s: float = 0.5, max_keyframes: int = 100,
-                 max_gap_s: float = 0.5, max_speed_mps: float = 10.0) -> None:
+                 max_gap_s: float = 0.5, max_speed_mps: float = 10.0, max_labels: int = 0
+                 ) -> None:
         self.T_base_optical = check_pose(T_base_optical, 'T_base_optical').copy()
         self.footprint = footprint_polygon(robot_length, robot_width, ground_offset)  # 4, 3
         self.max_range_m = _positive(max_range_m, 'max_range_m')
@@ -250,6 +263,11 @@ class FootprintLabeller:
         if isinstance(mask_scale, bool) or not isinstance(mask_scale, int) or mask_scale < 1:
             raise ValueError(f'mask_scale must be a positive integer, got {mask_scale!r}')
         self.mask_scale = mask_scale
+        if isinstance(max_labels, bool) or not isinstance(max_labels, int) or max_labels < 0:
+            raise ValueError(f'max_labels must be an integer >= 0 (0 = all), got {max_labels!r}')
+        self.max_labels = max_labels
+        self._rotation = 0
+        self._labelled_until: dict[int, int] = {}  # keyframe stamp -> end of its last label
         self.poses = PoseHistory(max_age_s=max_age_s, max_gap_s=max_gap_s,
                                  max_speed_mps=max_speed_mps)
         self.keyframes = Keyframes(self.T_base_optical, keyframe_distance_m=keyframe_distance_m,
@@ -262,60 +280,140 @@ class FootprintLabeller:
         return self.poses.add(stamp_ns, T_odom_base)
 
     def add_frame(self, stamp_ns: int, camera: CameraModel, force: bool = False) -> bool:
-        """A camera frame (its camera_info); True when it became a keyframe. GeometryError when
-        mask_scale does not divide the camera's image size."""
-        if camera.width % self.mask_scale or camera.height % self.mask_scale:
-            raise GeometryError(f'mask_scale {self.mask_scale} must divide the image size '
-                                f'{camera.height}x{camera.width}')
+        """A camera frame (its camera_info); True when it became a keyframe."""
         return self.keyframes.add(stamp_ns, camera, self.poses.at(stamp_ns), force=force)
 
-    def label(self, stamp_ns: int, cost: float) -> list[Label]:
-        """The footprint at the pose of stamp_ns, filled with cost, in every keyframe that saw
-        it (class docstring), oldest keyframe first. No labels (counted) for a non-finite cost
-        (`no_cost`) or an unknown pose (`no_pose`); keyframes skipped are counted by reason:
-        `not_older`, `too_old`, `unposed_keyframe`, `out_of_range`, `empty`."""
-        stamp_ns = int(stamp_ns)
-        if not math.isfinite(cost):
-            self.counters['no_cost'] += 1
-            return []
-        T_odom_base = self.poses.at(stamp_ns)
-        if T_odom_base is None:
-            self.counters['no_pose'] += 1
-            return []
-        self.keyframes.resolve(self.poses.at)
-        centre = T_odom_base @ np.array([0.0, 0.0, self.footprint[0, 2], 1.0])  # 4
-        labels = []
+    def scale_for(self, camera: CameraModel) -> int:
+        """mask_scale, or the largest smaller integer that divides the camera's image size
+        (counted: `scale_reduced`), so that any camera gets labels."""
+        scale = self.mask_scale
+        while camera.width % scale or camera.height % scale:
+            scale -= 1
+        if scale != self.mask_scale:
+            self.counters['scale_reduced'] += 1
+        return scale
+
+    def _candidates(self, stamp_ns: int, centre: np.ndarray) -> list[Keyframe]:
+        """The keyframes that may have seen the footprint at stamp_ns (older, not too old,
+        posed, in range), oldest first; the others counted by reason."""
+        found = []
         for frame in self.keyframes:
             age_ns = stamp_ns - frame.stamp_ns
             if age_ns <= 0:
                 self.counters['not_older'] += 1
-                continue
-            if age_ns > self.max_age_ns:
+            elif age_ns > self.max_age_ns:
                 self.counters['too_old'] += 1
-                continue
-            if frame.T_odom_optical is None:
+            elif frame.T_odom_optical is None:
                 self.counters['unposed_keyframe'] += 1
-                continue
-            if np.linalg.norm(frame.T_odom_optical[:3, 3] - centre[:3]) > self.max_range_m:
+            elif np.linalg.norm(frame.T_odom_optical[:3, 3] - centre) > self.max_range_m:
                 self.counters['out_of_range'] += 1
+            else:
+                found.append(frame)
+        return found
+
+    def _spread(self, n: int) -> list[int]:
+        """The order to try n candidates in when at most max_labels are wanted: every
+        (n // max_labels)-th one from a start that moves by one per call (so that each
+        keyframe is labelled every few updates and the labels of one update span near and far
+        keyframes), then the rest."""
+        if not self.max_labels or n <= self.max_labels:
+            return list(range(n))
+        stride = n // self.max_labels
+        start = self._rotation % stride
+        self._rotation += 1
+        return sorted(range(n), key=lambda i: ((i - start) % stride, i))
+
+    def label(self, stamp_ns: int, cost: float, start_ns: int | None = None) -> list[Label]:
+        """The footprint at the pose of stamp_ns, filled with cost, in every keyframe that saw
+        it (class docstring), oldest keyframe first.
+
+        With start_ns: the ground the footprint swept from start_ns to stamp_ns (the span of an
+        IMU window: what the robot felt), from where each keyframe's previous label ended if
+        that is later, so that a keyframe labelled only every few updates still gets its
+        strip whole. Keyframes must then be older than start_ns.
+
+        No labels (counted) for a non-finite cost (`no_cost`) or an unknown pose (`no_pose`);
+        keyframes skipped are counted by reason: `not_older`, `too_old`, `unposed_keyframe`,
+        `out_of_range`, `empty`."""
+        stamp_ns = int(stamp_ns)
+        start_ns = stamp_ns if start_ns is None else min(int(start_ns), stamp_ns)
+        if not math.isfinite(cost):
+            self.counters['no_cost'] += 1
+            return []
+        T_odom_base = self.poses.at(stamp_ns)
+        if T_odom_base is None or self.poses.at(start_ns) is None:
+            self.counters['no_pose'] += 1
+            return []
+        self.keyframes.resolve(self.poses.at)
+        centre = T_odom_base[:3, :3] @ np.array([0.0, 0.0, self.footprint[0, 2]]) + \
+            T_odom_base[:3, 3]  # 3
+        candidates = self._candidates(start_ns, centre)
+        labels = []
+        for i in self._spread(len(candidates)):
+            if self.max_labels and len(labels) == self.max_labels:
+                self.counters['not_chosen'] += 1
                 continue
-            T_optical_base = invert(frame.T_odom_optical) @ T_odom_base
-            covered = rasterise_footprint(self.footprint, T_optical_base, frame.camera,
-                                          scale=self.mask_scale)  # h, w bool
+            frame = candidates[i]
+            since = max(start_ns, self._labelled_until.get(frame.stamp_ns, start_ns))
+            corners = self.swept(since, stamp_ns)  # M, 3 in odom
+            covered = rasterise_checked(corners, frame.T_optical_odom, frame.camera,
+                                        self.scale_for(frame.camera))  # h, w bool
+            self._labelled_until[frame.stamp_ns] = stamp_ns
             pixels = int(covered.sum())
             if not pixels:
                 self.counters['empty'] += 1
                 continue
             mask = np.full(covered.shape, np.nan, np.float32)  # h, w
-            mask[covered] = cost
+            np.copyto(mask, np.float32(cost), where=covered)
             labels.append(Label(frame.stamp_ns, mask, pixels))
+        labels.sort(key=lambda label: label.keyframe_stamp_ns)
         self.counters['labels'] += len(labels)
+        held = {frame.stamp_ns for frame in self.keyframes}
+        for stamp in [s for s in self._labelled_until if s not in held]:
+            del self._labelled_until[stamp]
         return labels
 
-    def footprint_in_odom(self, stamp_ns: int) -> np.ndarray | None:
-        """The footprint corners (4, 3) in the odometry frame at stamp_ns (for markers)."""
-        T = self.poses.at(stamp_ns)
-        return None if T is None else transform_points(T, self.footprint)
+    def swept(self, start_ns: int, stamp_ns: int) -> np.ndarray:
+        """The ground the footprint covered from start_ns to stamp_ns, (M, 3) in odom: the
+        convex hull (seen from above) of the footprint at both ends and at poses every
+        SWEEP_STEP_S between them (so a turn is followed), the pose history's poses. Callers
+        checked that the poses exist."""
+        stamps = np.unique(np.concatenate([
+            np.arange(start_ns, stamp_ns, int(SWEEP_STEP_S * _NS), dtype=np.int64),
+            [stamp_ns]]))
+        corners = [transform_points(self.poses.at(int(t)), self.footprint) for t in stamps]
+        return convex_hull_xy(np.concatenate(corners))
+
+    def footprint_in_odom(self, stamp_ns: int, start_ns: int | None = None
+                          ) -> np.ndarray | None:
+        """The footprint corners in the odometry frame at stamp_ns, (4, 3), or swept from
+        start_ns, (M, 3) (for markers); None when a pose is unknown."""
+        start_ns = stamp_ns if start_ns is None else start_ns
+        if self.poses.at(stamp_ns) is None or self.poses.at(start_ns) is None:
+            return None
+        return self.swept(start_ns, stamp_ns)
+
+
+def convex_hull_xy(points: np.ndarray) -> np.ndarray:
+    """The convex hull of points (N, 3) seen from above (x, y), counter-clockwise, (M, 3): the
+    hull's points themselves (their z kept). Andrew's monotone chain."""
+    order = np.lexsort((points[:, 1], points[:, 0]))
+    pts = points[order]
+
+    def half(indices: Iterable[int]) -> list[int]:
+        chain: list[int] = []
+        for i in indices:
+            while len(chain) >= 2:
+                (ax, ay), (bx, by) = pts[chain[-2], :2], pts[chain[-1], :2]
+                if (bx - ax) * (pts[i, 1] - ay) - (by - ay) * (pts[i, 0] - ax) > 1e-12:
+                    break
+                chain.pop()
+            chain.append(i)
+        return chain
+
+    lower = half(range(len(pts)))
+    upper = half(reversed(range(len(pts))))
+    return pts[lower[:-1] + upper[:-1]]
 
 
 def accumulate(labels: Iterable[Label]) -> list[Label]:

@@ -16,11 +16,12 @@ IMU vibration (HDIF-style), `ImuTraversalCost`:
   query time. It is put on a uniform grid at the window's median sample rate, anchored on that
   last sample: regular samples are used as they are, irregular ones are interpolated by a cubic
   spline. Its least-squares quadratic over the window is subtracted (gravity, sway, slow tilt:
-  a 0.2 Hz sway leaves < 0.01 % of its power in the band). Welch's method
-  (`scipy.signal.welch`: Hann segments of `segment_s`, default 0.5 s, 50 % overlap, per-segment
-  mean removed, one-sided density) gives the PSD; the band power is its integral over
-  [f_low, f_high] (default 1-30 Hz; f_high clipped to the Nyquist frequency), each frequency bin
-  weighted by the fraction of its width [f - df/2, f + df/2] inside the band. Units: (m/s^2)^2.
+  a 0.2 Hz sway leaves < 0.01 % of its power in the band). Welch's method (`welch_density`,
+  the numbers of `scipy.signal.welch` in plain numpy: Hann segments of `segment_s`, default
+  0.5 s, 50 % overlap, per-segment mean removed, one-sided density) gives the PSD; the band
+  power is its integral over [f_low, f_high] (default 1-30 Hz; f_high clipped to the Nyquist
+  frequency), each frequency bin weighted by the fraction of its width [f - df/2, f + df/2]
+  inside the band. Units: (m/s^2)^2.
   A sine of amplitude A in the band gives A^2 / 2; white noise of variance s^2 gives
   s^2 * band width / (fs / 2).
 - Cost: linear in log-power by default (`mapping='log'`): band power spans orders of magnitude
@@ -47,7 +48,7 @@ Velocity tracking (WVN-style), `velocity_tracking_cost`: 1 - clip(|v_meas| / |v_
 |v_cmd| > `min_cmd`, else NaN (no label). `combine` merges the two signals: `max` (default) or a
 weighted mean; a missing (NaN) signal leaves the other, both missing give NaN.
 
-scipy is imported lazily (only `power_at` needs it).
+scipy is imported lazily (only irregular IMU sampling needs it: the spline resampling).
 """
 
 from __future__ import annotations
@@ -127,8 +128,6 @@ def band_power(x: np.ndarray, fs: float, f_low: float, f_high: float,
     """Welch band power of a uniformly sampled signal x (N,) at fs Hz over [f_low, f_high]
     (f_high clipped to fs / 2), in x's units squared. Each PSD bin [f - df/2, f + df/2] counts by
     the fraction of it inside the band. Needs N >= 2 and f_low < fs / 2."""
-    from scipy.signal import welch
-
     x = np.asarray(x, np.float64)
     if x.ndim != 1 or x.size < 2:
         raise ValueError(f'x must be 1-D with at least 2 samples, got shape {x.shape}')
@@ -136,13 +135,36 @@ def band_power(x: np.ndarray, fs: float, f_low: float, f_high: float,
     if not f_low < f_high:
         raise ValueError(f'empty band [{f_low}, {f_high}] Hz at fs = {fs} Hz')
     nperseg = max(2, min(x.size, int(round(segment_s * fs))))
-    freqs, psd = welch(x, fs=fs, window='hann', nperseg=nperseg, noverlap=nperseg // 2,
-                       detrend='constant', scaling='density')  # K, K
+    freqs, psd = welch_density(x, fs, nperseg)  # K, K
     df = freqs[1] - freqs[0]
     lo = np.maximum(freqs - df / 2, 0.0)
     hi = np.minimum(freqs + df / 2, fs / 2.0)
     inside = np.clip(np.minimum(hi, f_high) - np.maximum(lo, f_low), 0.0, None)  # K, Hz
     return float(np.sum(psd * inside))
+
+
+@functools.lru_cache(maxsize=16)
+def _hann(n: int) -> np.ndarray:
+    """The periodic Hann window of n samples (scipy.signal.get_window('hann', n))."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def welch_density(x: np.ndarray, fs: float, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
+    """Welch's one-sided power spectral density of x (N,): Hann segments of nperseg samples,
+    50 % overlap, each segment's mean removed, periodograms averaged; (freqs (K,), psd (K,)).
+    The same numbers as scipy.signal.welch(x, fs, 'hann', nperseg, nperseg // 2,
+    detrend='constant', scaling='density') (test_supervision_traversal checks), in plain numpy:
+    scipy's call costs ten times the arithmetic on a 1 s window, and this runs per label."""
+    window = _hann(nperseg)
+    step = nperseg - nperseg // 2
+    count = (x.size - nperseg // 2) // step  # whole segments only, as scipy (no padding)
+    starts = step * np.arange(count)
+    segments = x[starts[:, None] + np.arange(nperseg)]  # count, nperseg
+    segments = (segments - segments.mean(axis=1, keepdims=True)) * window
+    power = np.abs(np.fft.rfft(segments, axis=1)) ** 2 / (fs * np.sum(window ** 2))
+    psd = power.mean(axis=0)  # K
+    psd[1:-1 if nperseg % 2 == 0 else None] *= 2.0  # one-sided: all but DC (and Nyquist)
+    return np.fft.rfftfreq(nperseg, 1.0 / fs), psd
 
 
 def _resample(t_rel: np.ndarray, signal: np.ndarray, dt_ns: float, n_grid: int) -> np.ndarray:
@@ -280,6 +302,11 @@ class ImuTraversalCost:
         self._ring = _Ring(max(int(math.ceil(history_s * max_rate_hz)), 2 * min_samples))
         self._last_ns: int | None = None
         self.counters: Counter[str] = Counter()
+
+    @property
+    def last_stamp_ns(self) -> int | None:
+        """The newest sample's stamp (ns), None before the first."""
+        return self._last_ns
 
     def reset(self) -> None:
         """Forget every sample (counters are kept)."""

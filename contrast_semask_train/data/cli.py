@@ -3,7 +3,8 @@
     contrast-semask-data convert-ycor ~/Downloads/yamaha_v0.zip data/ycor
     contrast-semask-data synth data/synth_raw --n 40 --seed 0
     contrast-semask-data convert-ycor data/synth_raw data/synth
-    contrast-semask-data drive-bag bags/drive --frames 80 --size 272x512 --seed 1000
+    contrast-semask-data drive-bag bags/drive --frames 150 --size 272x512 --seed 1000
+    contrast-semask-data drive-bag bags/scenes --mode patches --frames 80 --size 272x512
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .synth import write_synthetic_ycor
 from .ycor import DataFormatError, convert_ycor
 
 _logger = logging.getLogger('contrast_semask_train.data.cli')
+DRIVE_BAG_MODES = ('sensors', 'patches')  # drive-bag --mode; the first is the default
 
 _DESCRIPTION = """\
 Prepare segmentation data for contrast_semask training.
@@ -29,8 +31,10 @@ examples:
   # a small synthetic stand-in, in the same raw layout, then the same conversion
   contrast-semask-data synth data/synth_raw --n 40 --seed 0
   contrast-semask-data convert-ycor data/synth_raw data/synth
-  # a synthetic drive rosbag2 (camera, delayed patch costs, ground truth) for replay
-  contrast-semask-data drive-bag bags/drive --frames 80 --size 272x512 --seed 1000
+  # a simulated drive rosbag2 (camera, odometry, IMU, cmd_vel, tf, ground truth)
+  contrast-semask-data drive-bag bags/drive --frames 150 --size 272x512 --seed 1000
+  # independent synthetic scenes with delayed patch costs, for replay
+  contrast-semask-data drive-bag bags/scenes --mode patches --frames 80 --size 272x512
 """
 
 
@@ -102,21 +106,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_drive_bag(commands: Any, common: argparse.ArgumentParser) -> None:
     from .drive_bag import DEFAULT_TOPICS, STORAGES, VERSIONS, DriveBagSpec
+    from .drive_sim import DEFAULT_SIM_TOPICS, SimDriveSpec
 
+    sim = SimDriveSpec()
     drive = commands.add_parser(
         'drive-bag', parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-        help='write a synthetic drive rosbag2 (camera, patch costs, ground truth) for replay',
-        description='Write a rosbag2 directory OUT of synthetic drive frames:\n'
+        help='write a synthetic drive rosbag2 for replay: a simulated drive with raw sensors '
+             '(default) or camera frames with patch costs',
+        description='Write a rosbag2 directory OUT of a synthetic drive. Same seed, same bag.\n\n'
+                    '--mode sensors (default): a robot driving over terrain regions of\n'
+                    'different cost, with its raw sensors (the self-supervision source):\n'
+                    f'  {DEFAULT_SIM_TOPICS.image}  sensor_msgs/msg/Image rgb8, --fps (or with\n'
+                    f'    --compressed {DEFAULT_SIM_TOPICS.compressed_image}, jpeg)\n'
+                    f'  {DEFAULT_SIM_TOPICS.camera_info}  sensor_msgs/msg/CameraInfo, with '
+                    'every image\n'
+                    f'  {DEFAULT_SIM_TOPICS.odom}  nav_msgs/msg/Odometry, 50 Hz\n'
+                    f'  {DEFAULT_SIM_TOPICS.imu}  sensor_msgs/msg/Imu, 200 Hz\n'
+                    f'  {DEFAULT_SIM_TOPICS.cmd_vel}  geometry_msgs/msg/TwistStamped, 20 Hz\n'
+                    f'  {DEFAULT_SIM_TOPICS.tf_static}  base_link -> camera_link -> '
+                    'camera_optical_frame\n'
+                    f'  {DEFAULT_SIM_TOPICS.ground_truth}  32FC1 terrain cost per pixel\n'
+                    f'  {DEFAULT_SIM_TOPICS.patch_cost}  32FC1 oracle mask: the cost under '
+                    f'the\n    footprints of the next {sim.horizon_s:g} s within '
+                    f'{sim.range_m:g} m, logged once the robot has driven them\n'
+                    '  (contrast_semask_train/data/drive_sim.py describes the frames and '
+                    'formulas)\n\n'
+                    '--mode patches: independent synthetic scenes, one per frame:\n'
                     f'  {DEFAULT_TOPICS.image}  sensor_msgs/msg/Image rgb8 (or with\n'
                     f'    --compressed {DEFAULT_TOPICS.compressed_image}, jpeg)\n'
                     f'  {DEFAULT_TOPICS.patch_cost}  32FC1 cost under the robot footprint, '
                     'logged --patch-delay late\n'
                     f'  {DEFAULT_TOPICS.ground_truth}  32FC1 ground-truth cost\n'
-                    'Same seed, same bag. Replay it with contrast-semask-replay.\n\n'
-                    'example:\n  contrast-semask-data drive-bag bags/drive --frames 80 '
+                    'Replay either with contrast-semask-replay.\n\n'
+                    'examples:\n  contrast-semask-data drive-bag bags/drive --frames 150 '
+                    '--size 272x512 --seed 1000\n'
+                    '  contrast-semask-data drive-bag bags/scenes --mode patches --frames 80 '
                     '--size 272x512 --seed 1000')
     defaults = DriveBagSpec()
     drive.add_argument('out', type=Path, help='new rosbag2 directory')
+    drive.add_argument('--mode', choices=DRIVE_BAG_MODES, default=DRIVE_BAG_MODES[0],
+                       help='sensors: a simulated drive with raw sensors; patches: independent '
+                       'scenes with patch costs (default sensors)')
     drive.add_argument('--frames', type=int, default=defaults.frames,
                        help=f'number of camera frames (default {defaults.frames})')
     drive.add_argument('--size', type=_size, default=(defaults.height, defaults.width),
@@ -124,8 +154,8 @@ def _add_drive_bag(commands: Any, common: argparse.ArgumentParser) -> None:
                        f'(default {defaults.height}x{defaults.width})')
     drive.add_argument('--fps', type=float, default=defaults.fps,
                        help=f'camera rate in Hz (default {defaults.fps:g})')
-    drive.add_argument('--patch-delay', type=float, default=defaults.patch_delay_s,
-                       metavar='SECONDS', help='how much later than its frame a patch cost is '
+    drive.add_argument('--patch-delay', type=float, default=None, metavar='SECONDS',
+                       help='--mode patches: how much later than its frame a patch cost is '
                        f'logged (default {defaults.patch_delay_s:g})')
     drive.add_argument('--seed', type=int, default=defaults.seed,
                        help=f'scene seed (default {defaults.seed})')
@@ -143,11 +173,38 @@ def _add_drive_bag(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _drive_bag(args: argparse.Namespace, progress: bool) -> None:
+    if args.mode == 'sensors':
+        if args.patch_delay is not None:
+            raise ValueError('--patch-delay applies to --mode patches; the sensors mode logs '
+                             'its oracle patch masks once the robot has driven over them')
+        _sensor_drive_bag(args, progress)
+    else:
+        _patch_drive_bag(args, progress)
+
+
+def _sensor_drive_bag(args: argparse.Namespace, progress: bool) -> None:
+    from .drive_sim import SimDriveSpec, write_sim_drive
+
+    height, width = args.size
+    spec = SimDriveSpec(frames=args.frames, height=height, width=width, fps=args.fps,
+                        seed=args.seed, storage=args.storage, version=args.version,
+                        compressed=args.compressed)
+    summary = write_sim_drive(args.out, spec, overwrite=args.overwrite,
+                              progress=None if progress else False)
+    _logger.info('wrote %s: a %.1f s simulated drive, %d frames of %dx%d (HxW) at %g Hz, '
+                 '%d oracle patch masks, %s v%d, %.1f MB (%s)', summary.path,
+                 summary.duration_s, summary.frames, height, width, spec.fps, summary.patches,
+                 summary.storage, summary.version, summary.bytes / 1e6,
+                 ', '.join(f'{topic} {count}' for topic, count in summary.messages.items()))
+
+
+def _patch_drive_bag(args: argparse.Namespace, progress: bool) -> None:
     from .drive_bag import DriveBagSpec, write_drive_bag
 
     height, width = args.size
+    delay = DriveBagSpec().patch_delay_s if args.patch_delay is None else args.patch_delay
     spec = DriveBagSpec(frames=args.frames, height=height, width=width, fps=args.fps,
-                        patch_delay_s=args.patch_delay, seed=args.seed, storage=args.storage,
+                        patch_delay_s=delay, seed=args.seed, storage=args.storage,
                         version=args.version, compressed=args.compressed)
     summary = write_drive_bag(args.out, spec, overwrite=args.overwrite,
                               progress=None if progress else False)

@@ -15,7 +15,9 @@ traversal measurement arrives once the robot has driven over the ground. Message
 log-time order. The bag is a rosbag2 directory (metadata.yaml plus `<name>.mcap` or `<name>.db3`)
 written with `rosbags`, and appears atomically.
 
-    contrast-semask-data drive-bag bags/drive --frames 60 --size 272x512 --seed 0
+    contrast-semask-data drive-bag bags/drive --mode patches --frames 60 --size 272x512 --seed 0
+
+(The command's default mode, `sensors`, writes drive_sim.py's simulated drive with raw sensors.)
 
 The bag's typestore, storage plugin and QoS come from `contrast_semask_ros.bagio`, the runtime's
 one place for them (replay reads these bags with it).
@@ -30,9 +32,9 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
 
 _logger = logging.getLogger(__name__)
+T = TypeVar('T')
 
 IMAGE_TYPE = bagio.IMAGE_TYPE
 COMPRESSED_IMAGE_TYPE = bagio.COMPRESSED_IMAGE_TYPE
@@ -345,6 +348,27 @@ def _tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob('*') if p.is_file())
 
 
+def write_atomically(out: Path | str, overwrite: bool, write: Callable[[Path], T]) -> T:
+    """Run `write(bag)` to write a rosbag2 directory `bag` (which does not exist yet) in a
+    temporary directory next to `out`, then rename it to `out`; returns what `write` returned.
+
+    `out` is never half-written and no temporary directory is left behind, on success or error.
+    An existing `out` is refused (FileExistsError) unless it is an empty directory, or
+    `overwrite` is set and it is a rosbag2 directory (checked before and after writing).
+    """
+    out = Path(out)
+    _check_output(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f'{out.name}.tmp-', dir=out.parent))
+    try:
+        result = write(tmp / out.name)  # the storage file is named after the bag directory
+        _check_output(out, overwrite)  # again: something may have appeared meanwhile
+        _install(tmp / out.name, out, tmp / 'replaced')
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return result
+
+
 def write_drive_bag(out: Path | str, spec: DriveBagSpec, *,
                     overwrite: bool = False, progress: bool | None = None) -> DriveBagSummary:
     """Write the synthetic drive bag `spec` as the rosbag2 directory `out`.
@@ -358,18 +382,10 @@ def write_drive_bag(out: Path | str, spec: DriveBagSpec, *,
     _check_spec(spec)
     _topic_types(spec)
     out = Path(out)
-    _check_output(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = sys.stderr.isatty()
-    tmp = Path(tempfile.mkdtemp(prefix=f'{out.name}.tmp-', dir=out.parent))
-    try:
-        bag = tmp / out.name  # the storage file is named after the bag directory
-        frames, patches = _write_bag(bag, spec, progress)
-        _check_output(out, overwrite)  # again: something may have appeared meanwhile
-        _install(bag, out, tmp / 'replaced')
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    frames, patches = write_atomically(out, overwrite,
+                                       lambda bag: _write_bag(bag, spec, bool(progress)))
     summary = DriveBagSummary(out, frames, patches, _topic_types(spec), spec.storage,
                               spec.version, _tree_bytes(out))
     _logger.debug('wrote %s', summary)
