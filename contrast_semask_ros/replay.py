@@ -206,6 +206,7 @@ class _Run:
         self.replayed: list[int] = []  # sorted stamps of every replayed frame
         self.image_error = ''  # the last image that could not be decoded, and why
         self.truths: dict[int, np.ndarray] = {}  # ground truth of the frames the buffer holds
+        self.costs: dict[int, np.ndarray] = {}  # cost of the frames the buffer holds
         self.supervised = (None if supervision is None else
                            SupervisedReplay(supervision, self.truths))
         self.frame_ids: dict[int, str] = {}  # stamp -> camera frame_id, of buffered frames
@@ -247,7 +248,8 @@ class _Run:
         held = set(self.pipeline.frames.stamps)
         if stamp in held:
             self.frame_ids[stamp] = frame_id
-        for kept in (self.truths, self.frame_ids):
+            self.costs[stamp] = self.recent[stamp]
+        for kept in (self.truths, self.frame_ids, self.costs):
             for old in [s for s in kept if s <= stamp and s not in held]:
                 del kept[old]
 
@@ -288,7 +290,7 @@ class _Run:
         (unless `final`); the others are unmatched."""
         waiting = []
         for stamp, mask in self.pending_patches:
-            found = self.pipeline.frames.find(stamp, self.tolerance_ns)
+            found = self.pipeline.find_frame(stamp)
             if found.frame is not None:
                 self._use_patch(mask, stamp, found.frame.stamp_ns)
             elif found.reason in (MISS_FUTURE, MISS_EMPTY) and not final:
@@ -311,7 +313,7 @@ class _Run:
 
     def _learn_or_hold_out(self, mask: np.ndarray, stamp: int, frame_stamp: int) -> None:
         if self.hold_out_every and self.rec.patches % self.hold_out_every == 0:
-            cost = self.recent.get(frame_stamp)
+            cost = self.costs.get(frame_stamp, self.recent.get(frame_stamp))
             if cost is None:
                 self.rec.skip('held-out patch without its frame')
             else:

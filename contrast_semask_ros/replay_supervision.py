@@ -40,6 +40,7 @@ from contrast_semask_ros.supervision.geometry import (
     CameraModel,
     GeometryError,
     camera_pose_to_optical,
+    intersect_ground,
 )
 from contrast_semask_ros.supervision.labeller import Label
 from contrast_semask_ros.supervision.supervisor import SupervisionConfig, Supervisor
@@ -121,7 +122,8 @@ class SupervisedReplay:
         self.labelled: dict[int, np.ndarray] = {}  # keyframe stamp -> union of labels (bool)
         self.oracle: dict[int, np.ndarray] = {}  # keyframe stamp -> oracle footprint (bool)
         self.keyframes: list[int] = []
-        self.last_imu_ns = 0
+        self.first_label_ns: int | None = None  # the start of the first labelled window
+        self.last_label_ns = 0  # the end of the last labelled window
 
     # --- inputs ----------------------------------------------------------------------------
 
@@ -184,18 +186,17 @@ class SupervisedReplay:
             return []
         stamp, acceleration, orientation = ros_io.imu_sample(msg)
         self.supervisor.add_imu(stamp, acceleration, orientation)
-        self.last_imu_ns = max(self.last_imu_ns, stamp)
         update = self.supervisor.update(stamp)
         if update is None or not update.labels:
             return []
+        if self.first_label_ns is None:
+            self.first_label_ns = update.start_stamp_ns
+        self.last_label_ns = max(self.last_label_ns, update.pose_stamp_ns)
         self.counters['updates_with_labels'] += 1
         best = max(update.labels, key=lambda label: label.pixels)
-        truth = self.truths.get(best.keyframe_stamp_ns)
-        if truth is not None:
-            under = _upscaled(best.mask, truth.shape)
-            values = truth[np.isfinite(under) & np.isfinite(truth)]
-            if values.size:
-                self.pairs.append((update.cost, float(values.mean())))
+        truth_under = self._truth_under(best)
+        if math.isfinite(truth_under):
+            self.pairs.append((update.cost, truth_under))
         for label in update.labels:
             self.latency_s.append((update.window_end_ns - label.keyframe_stamp_ns) / 1e9)
             self.frames_labelled.add(label.keyframe_stamp_ns)
@@ -205,6 +206,27 @@ class SupervisedReplay:
                 union | covered
         self.counters['labels'] += len(update.labels)
         return update.labels
+
+    def _truth_under(self, label: Label) -> float:
+        """The ground-truth cost under a label: the mean of the keyframe's ground-truth image
+        over the label's pixels, each weighted by the ground area it covers (a near pixel
+        covers far less ground than a far one, so a plain pixel mean would weigh the near
+        end of the swept footprint most); NaN without ground truth."""
+        truth = self.truths.get(label.keyframe_stamp_ns)
+        frame = next((f for f in self.supervisor.labeller.keyframes
+                      if f.stamp_ns == label.keyframe_stamp_ns), None)
+        if truth is None or frame is None or frame.T_odom_optical is None:
+            return math.nan
+        rows, cols = np.nonzero(np.isfinite(_upscaled(label.mask, truth.shape)) &
+                                np.isfinite(truth))
+        if rows.size == 0:
+            return math.nan
+        weights = ground_area(frame.camera, frame.T_odom_optical,
+                              np.column_stack([cols, rows]).astype(np.float64))
+        ok = np.isfinite(weights)
+        if not ok.any():
+            return math.nan
+        return float(np.average(truth[rows[ok], cols[ok]], weights=weights[ok]))
 
     def keyframe(self, stamp_ns: int) -> None:
         """The pipeline kept the frame stamped stamp_ns in its buffer: label it."""
@@ -219,12 +241,15 @@ class SupervisedReplay:
 
     def footprint_iou(self) -> dict[str, Any]:
         """Pooled and per-frame IoU of the labelled region with the oracle footprint, over
-        keyframes whose labelling horizon ended inside the bag."""
-        horizon_ns = int((self.config.max_age_s + self.config.imu_window_s) * 1e9)
+        keyframes whose whole labelling horizon (max_age_s) lies between the first and the
+        last labelled window (before the first window nothing can be labelled; after the
+        last, the bag has ended)."""
+        horizon_ns = int(self.config.max_age_s * 1e9)
         inter = union = 0
         per_frame = []
         for stamp in self.keyframes:
-            if stamp + horizon_ns > self.last_imu_ns or stamp not in self.oracle:
+            if (self.first_label_ns is None or stamp < self.first_label_ns
+                    or stamp + horizon_ns > self.last_label_ns or stamp not in self.oracle):
                 continue
             truth = self.oracle[stamp]
             mine = self.labelled.get(stamp)
@@ -257,6 +282,20 @@ class SupervisedReplay:
                                         self.counters.items()}},
             'config': self.config.as_dict(),
         }
+
+
+def ground_area(camera: CameraModel, T_odom_optical: np.ndarray, pixels: np.ndarray
+                ) -> np.ndarray:
+    """(N,) relative ground area (m^2 up to the constant 1 / f^2) seen by each pixel (N, 2)
+    (u, v) of a camera over the ground z = 0 of odom: solid angle (cos^3 of the angle to the
+    optical axis) x range^2 / |cos| of the ray's incidence on the ground; NaN off the ground."""
+    rays = camera.pixel_rays(pixels)  # N, 3 unit, optical
+    hits = intersect_ground(rays, T_odom_optical)
+    down = np.abs(rays @ T_odom_optical[:3, :3].T)[:, 2]  # N: |ray . ground normal|
+    distance = np.linalg.norm(hits.points - T_odom_optical[:3, 3], axis=1)  # N, NaN off
+    with np.errstate(invalid='ignore', divide='ignore'):
+        area = rays[:, 2] ** 3 * distance ** 2 / down
+    return np.where(hits.valid, area, np.nan)
 
 
 def _upscaled(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -63,9 +63,11 @@ Topics and rates (SimTopics, the defaults):
     /ground_truth/patch_cost  sensor_msgs/msg/Image 32FC1    the oracle patch mask of a frame
 
 IMU: linear_acceleration = (dv/dt, v * yaw_rate, 9.81) + vibration + white noise (0.02 m/s^2);
-the vibration is band-limited noise (5 to 25 Hz) of std `vibration_level(cost under the
-footprint centre)` = 0.15 * exp(3.5 * cost) m/s^2 on z (a quarter of it on x and y), so the
-1 to 30 Hz band power of z follows the terrain cost (its log linearly); angular_velocity =
+the vibration is band-limited noise (5 to 25 Hz) on z (a quarter of it on x and y) whose power
+is the mean, over the four wheel contacts (WHEELS: the footprint's corners, inset), of
+`vibration_level(cost under the wheel)` ** 2, with vibration_level(c) = 0.15 * exp(3.5 * c)
+m/s^2: every wheel shakes the body, so the 1 to 30 Hz band power of z follows the terrain under
+the footprint (on one terrain, its log linearly with the cost); angular_velocity =
 (0, 0, yaw rate) + white noise (0.002 rad/s); orientation = the base's yaw, exact.
 
 Oracle patch mask of frame i (stamp t_i): the union of the robot's footprints (ROBOT_LENGTH x
@@ -129,6 +131,8 @@ FAR_M = 30.0  # ground farther from the camera than this is drawn as sky (and ha
 HFOV_DEG = 90.0
 SPEED_LOSS = 0.5  # measured speed = commanded * (1 - SPEED_LOSS * cost), once settled
 SPEED_LAG_S = 0.25  # time constant of the measured speed following that target
+# wheel contacts in base_link (m): the footprint's corners, 0.1 m in along x, 0.05 m along y
+WHEELS = ((0.3, 0.25), (0.3, -0.25), (-0.3, 0.25), (-0.3, -0.25))
 VIBRATION_BASE = 0.15  # m/s^2 std of the vertical vibration on cost 0 ...
 VIBRATION_GAIN = 3.5  # ... times exp(this * cost): 0.15, 0.43, 0.61, 1.74, 2.47 on the classes
 VIBRATION_BAND_HZ = (5.0, 25.0)
@@ -547,7 +551,7 @@ class Trajectory(NamedTuple):
     yaw_rate: np.ndarray  # rad/s
     accel: np.ndarray  # m/s^2, d speed / dt
     cost: np.ndarray  # terrain cost under the footprint centre
-    vibration: np.ndarray  # m/s^2 std of the vertical vibration there
+    vibration: np.ndarray  # m/s^2 std of the vertical vibration (the wheels' terrain, WHEELS)
 
 
 class _Path:
@@ -833,8 +837,19 @@ class SimDrive:
         v_cmd = self.command(t)
         s, speed, accel, cost = _drive(v_cmd, self.command.rate(t), costs, path.step)
         x, y = path.position(s)
-        return Trajectory(stamps, s, x, y, path.heading(s), speed, v_cmd,
-                          path.curvature(s) * speed, accel, cost, vibration_level(cost))
+        yaw = path.heading(s)
+        return Trajectory(stamps, s, x, y, yaw, speed, v_cmd, path.curvature(s) * speed, accel,
+                          cost, self._wheel_vibration(x, y, yaw))
+
+    def _wheel_vibration(self, x: np.ndarray, y: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+        """N: std of the vertical vibration, sqrt of the mean over WHEELS of the squared
+        vibration level of the terrain under each wheel."""
+        c, s = np.cos(yaw), np.sin(yaw)
+        power = np.zeros_like(x)
+        for fx, fy in WHEELS:
+            classes = self.terrain.classes_at(x + c * fx - s * fy, y + s * fx + c * fy)
+            power += vibration_level(self.cost_lut[classes].astype(np.float64)) ** 2
+        return np.sqrt(power / len(WHEELS))
 
     def _imu(self, rng: np.random.Generator) -> ImuSamples:
         traj = self.trajectory
