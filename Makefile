@@ -55,12 +55,15 @@ test: setup setup-kilted lint ## lint, then the whole test suite (PYTEST_ARGS='-
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The whole loop on CPU in a few minutes: synthetic YCOR-format data, a micro contrastive model
-# trained from scratch, ONNX export, a synthetic drive bag (scenes the model never saw), replay
-# through the node's pipeline. Starts from scratch in $(DEMO) each time.
+# trained from scratch, ONNX export, the IMU cost calibrated on one simulated drive, a second
+# simulated drive (raw camera, odometry and IMU over terrain the model never saw) replayed with
+# self-supervision (the patch_cost node's core labels what the robot drove over), then again
+# with the ground-truth cost on the same footprints, for comparison. Starts from scratch in
+# $(DEMO) each time.
 DEMO := runs/demo
 BIN := $(VENV)/bin
 
-demo: setup ## set up, train a micro model on synthetic data, export, replay a drive bag, report
+demo: setup ## set up, train a micro model, export, replay a simulated drive with self-supervision
 	rm -rf $(DEMO)
 	$(BIN)/contrast-semask-data synth $(DEMO)/synth_raw --n 60 --seed 0
 	$(BIN)/contrast-semask-data convert-ycor $(DEMO)/synth_raw $(DEMO)/synth_ycor
@@ -68,12 +71,23 @@ demo: setup ## set up, train a micro model on synthetic data, export, replay a d
 		--data $(DEMO)/synth_ycor --work-dir $(DEMO)/train
 	$(BIN)/contrast-semask-export onnx $(DEMO)/train/best.pt --height 128 --width 240 \
 		--bank-size 256 --out $(DEMO)/model.onnx
-	$(BIN)/contrast-semask-data drive-bag $(DEMO)/drive --frames 80 --size 272x512 --seed 1000
+	$(BIN)/contrast-semask-data drive-bag $(DEMO)/calibration_drive --frames 200 \
+		--size 68x128 --seed 3
+	$(BIN)/contrast-semask-calibrate-imu $(DEMO)/calibration_drive \
+		--write-params $(DEMO)/imu_calibration.yaml
+	$(BIN)/contrast-semask-data drive-bag $(DEMO)/drive --frames 120 --size 272x512 --seed 1000
 	$(BIN)/contrast-semask-replay $(DEMO)/drive --model $(DEMO)/model.onnx \
-		--params config/cost_map.yaml \
-		--image-topic /camera/image_raw --patch-cost-topic /traversal/patch_cost \
-		--ground-truth-topic /ground_truth/cost --hold-out-every 5 --out $(DEMO)/replay
-	@echo "demo done: report $(DEMO)/replay/report.json, plots and contact_sheet.png beside it"
+		--params config/cost_map.yaml --image-topic /camera/image_raw \
+		--supervision imu --supervision-params $(DEMO)/imu_calibration.yaml \
+		--ground-truth-topic /ground_truth/cost --footprint-truth-topic /ground_truth/patch_cost \
+		--hold-out-every 5 --out $(DEMO)/replay
+	$(BIN)/contrast-semask-replay $(DEMO)/drive --model $(DEMO)/model.onnx \
+		--params config/cost_map.yaml --image-topic /camera/image_raw \
+		--supervision imu --supervision-params $(DEMO)/imu_calibration.yaml --truth-costs \
+		--ground-truth-topic /ground_truth/cost --footprint-truth-topic /ground_truth/patch_cost \
+		--hold-out-every 5 --out $(DEMO)/replay_truth_costs
+	@echo "demo done: report $(DEMO)/replay/report.json (its supervision section), plots and \
+	contact_sheet.png beside it; $(DEMO)/replay_truth_costs: the same labels with true costs"
 
 clean: ## remove .venv, build outputs and caches
 	rm -rf $(VENV) $(KILTED_VENV) build dist *.egg-info .pytest_cache .ruff_cache

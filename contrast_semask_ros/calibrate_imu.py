@@ -8,7 +8,9 @@ still cross), record the IMU, and run this on the bag: it computes the band powe
 window (the same `ImuTraversalCost` the node uses, so the same band, window and gravity
 removal), prints the 5th to 95th percentiles and a parameter block to paste into
 config/patch_cost.yaml (power_at_cost_0 = p5, power_at_cost_1 = p95: the smoothest 5 % of the
-drive costs 0, the roughest 5 % costs 1). `--json FILE` also writes them. Exit codes: 0 ok; 2 a
+drive costs 0, the roughest 5 % costs 1). `--json FILE` also writes them, `--write-params
+FILE.yaml` a parameter file with the two values (for patch_cost_node, after
+config/patch_cost.yaml, and for replay's --supervision-params). Exit codes: 0 ok; 2 a
 bag or topic that cannot be read, or no valid window; 3 rosbags missing.
 """
 
@@ -68,7 +70,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--f-low', type=float, default=1.0, help='as imu_f_low (Hz)')
     parser.add_argument('--f-high', type=float, default=30.0, help='as imu_f_high (Hz)')
     parser.add_argument('--json', type=Path, default=None, help='also write the numbers here')
+    parser.add_argument('--write-params', type=Path, default=None, metavar='YAML',
+                        help='also write power_at_cost_0/1 as a ROS 2 parameter file for '
+                        'patch_cost_node (--params-file after config/patch_cost.yaml) and '
+                        'contrast-semask-replay --supervision-params')
     return parser
+
+
+def params_file_text(result: dict[str, Any], source: Path) -> str:
+    """A ROS 2 parameter file setting power_at_cost_0 = p5 and power_at_cost_1 = p95."""
+    return (f'# contrast-semask-calibrate-imu {source}: band power p5 and p95 over '
+            f'{result["n"]} windows\n'
+            '/**:\n  ros__parameters:\n'
+            f'    power_at_cost_0: {result["power_at_cost_0"]:.6g}\n'
+            f'    power_at_cost_1: {result["power_at_cost_1"]:.6g}\n')
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -90,8 +105,13 @@ def main(argv: Sequence[str] | None = None) -> int:
               f'    power_at_cost_0: {result["power_at_cost_0"]:.4g}',
               f'    power_at_cost_1: {result["power_at_cost_1"]:.4g}']
     _logger.info('%s', '\n'.join(lines))
-    if args.json:
-        atomic_write_text(args.json, json.dumps(result, indent=2))
+    try:
+        if args.json:
+            atomic_write_text(args.json, json.dumps(result, indent=2))
+        if args.write_params:
+            atomic_write_text(args.write_params, params_file_text(result, args.bag))
+    except OSError as err:
+        return fail(_logger, err)
     return EXIT_OK
 
 

@@ -454,6 +454,10 @@ def _add_supervision_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--footprint-truth-topic', default=None,
                        help="32FC1 masks of the simulator's footprint, for the footprint IoU "
                        '(/ground_truth/patch_cost in contrast-semask-data drive-bag bags)')
+    group.add_argument('--truth-costs', action='store_true',
+                       help='label costs from --ground-truth-topic instead of the IMU or '
+                       'velocity: the same footprints at the same times with the true cost, '
+                       'to measure what the measured cost loses')
     group.add_argument('--supervision-params', type=Path, default=None, metavar='FILE',
                        help="the patch_cost node's parameter file (config/patch_cost.yaml)")
     supervision_params.TABLE.add_cli_options(group, ('supervision',), skip=_SHARED)
@@ -476,12 +480,15 @@ def resolve_supervision(args: argparse.Namespace) -> SupervisionSetup | None:
     topics = SupervisionTopics(args.odom_topic, args.imu_topic, args.camera_info_topic,
                                args.cmd_vel_topic, args.tf_static_topic,
                                args.footprint_truth_topic)
+    if args.truth_costs and not args.ground_truth_topic:
+        raise ReplayError('--truth-costs needs --ground-truth-topic')
     if args.supervision in ('velocity', 'both') and not args.cmd_vel_topic:
         raise ReplayError(f'--supervision {args.supervision} needs --cmd-vel-topic (the '
                           'commanded speed)')
     pose = tuple(args.camera_pose) if args.camera_pose else None
     return SupervisionSetup(supervision_params.config_from_values(values), topics,
-                            table.check('camera_pose', pose or ()) or None, args.base_frame)
+                            table.check('camera_pose', pose or ()) or None, args.base_frame,
+                            args.truth_costs)
 
 
 def resolve_params(args: argparse.Namespace) -> dict[str, Any]:

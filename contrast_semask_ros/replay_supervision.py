@@ -82,6 +82,7 @@ class SupervisionSetup(NamedTuple):
     topics: SupervisionTopics
     camera_pose: tuple[float, ...] | None = None  # None: from the bag's /tf_static
     base_frame: str = 'base_link'
+    truth_costs: bool = False  # label costs from the ground truth (same footprints and times)
 
 
 def chain_static(edges: dict[str, tuple[str, np.ndarray]], parent: str, child: str
@@ -107,6 +108,7 @@ class SupervisedReplay:
         config, camera_pose = setup.config, setup.camera_pose
         self.config, self.topics = config, setup.topics
         self.base_frame = setup.base_frame
+        self.truth_costs = setup.truth_costs
         self.T_base_optical = None if camera_pose is None else camera_pose_to_optical(
             *camera_pose)
         self.extrinsics = 'camera_pose' if camera_pose is not None else 'tf_static'
@@ -205,7 +207,21 @@ class SupervisedReplay:
             self.labelled[label.keyframe_stamp_ns] = covered if union is None else \
                 union | covered
         self.counters['labels'] += len(update.labels)
+        if self.truth_costs:
+            return [self._with_truth(label) for label in update.labels]
         return update.labels
+
+    def _with_truth(self, label: Label) -> Label:
+        """The label's footprint holding the keyframe's ground-truth cost (sampled at the mask
+        pixels' centres) instead of the measured one; NaN where there is no ground truth."""
+        truth = self.truths.get(label.keyframe_stamp_ns)
+        if truth is None:
+            self.counters['truth_costs_without_truth'] += 1
+            return label._replace(mask=np.full_like(label.mask, np.nan), pixels=0)
+        s = truth.shape[0] // label.mask.shape[0]
+        sampled = truth[s // 2::s, s // 2::s][:label.mask.shape[0], :label.mask.shape[1]]
+        mask = np.where(np.isfinite(label.mask), sampled, np.nan).astype(np.float32)
+        return label._replace(mask=mask, pixels=int(np.isfinite(mask).sum()))
 
     def _truth_under(self, label: Label) -> float:
         """The ground-truth cost under a label: the mean of the keyframe's ground-truth image
@@ -271,6 +287,7 @@ class SupervisedReplay:
         iou = self.footprint_iou()
         return {
             'signal': self.config.signal, 'extrinsics': self.extrinsics,
+            'label_costs': 'ground_truth' if self.truth_costs else 'measured',
             'labels': int(self.counters['labels']),
             'label_updates': int(self.counters['updates_with_labels']),
             'keyframes': len(self.keyframes), 'frames_labelled': len(self.frames_labelled),

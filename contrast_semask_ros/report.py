@@ -162,9 +162,17 @@ def summarize(report: dict[str, Any]) -> str:
              f"bank {report['bank_size_final']}"]
     if 'mae' in held:
         parts.append(f"held-out MAE {held['mae']:.3f} over {held['regions']} regions")
+    if 'cost_mae' in held:
+        parts.append(f"held-out cost MAE {held['cost_mae']:.3f} against the ground truth")
     if 'mae' in gt:
         parts.append(f"ground-truth MAE {gt['mae']:.3f} on {gt['known_of_labelled']:.0%} "
                      'of labelled pixels')
     if skipped := sum(report.get('skipped', {}).values()):
         parts.append(f'{skipped} messages skipped')
+    if sup := report.get('supervision'):
+        parts.append(f"self-supervision ({sup['signal']}): {sup['labels']} labels on "
+                     f"{sup['frames_labelled']} of {sup['keyframes']} keyframes, label latency "
+                     f"median {sup['latency_s'].get('median', math.nan):.1f} s, Spearman vs "
+                     f"ground truth {sup['spearman_vs_truth']:.3f}, footprint IoU "
+                     f"{sup['footprint_iou']:.3f}")
     return ', '.join(parts)

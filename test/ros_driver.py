@@ -50,7 +50,7 @@ from std_msgs.msg import Header
 from std_srvs.srv import Trigger
 from visualization_msgs.msg import MarkerArray
 
-from contrast_semask_ros import codec
+from contrast_semask_ros import codec, params
 from contrast_semask_ros.bank import BANK_FORMAT
 
 H, W = 120, 200  # camera size; the test model's engine is 96x128
@@ -884,6 +884,387 @@ def scenario_supervision_bad_start(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+# --- both nodes: cost_map_node learning from patch_cost_node's labels on a simulated drive -----
+
+PAIR_CAMERA = (120, 160)  # height, width: the 96x128 engine's aspect, divisible by mask_scale 4
+PAIR_RING_M = 6.0  # RingTerrain: smooth trail within 6 m of the start, low vegetation beyond
+NEAR_FIELD_M = 3.0  # ground this close to the camera: where the test model tells them apart
+LAST_S = 4.0  # the end of the drive the MAE is judged on
+
+
+class RingTerrain:
+    """A drive_sim terrain (`classes_at`) of two ground classes in rings around the start:
+    smooth trail (cost 0) for r < ring_m, low vegetation (cost 0.8) for ring_m <= r < 2 ring_m,
+    and so on. The test texture model (grey grass and brick, conftest.py) embeds drive_sim's
+    classes alike but for rough trail and low vegetation, and those only where their texture is
+    resolved, within about 3 m of the camera (cosine of the class means, smooth trail vs low
+    vegetation: 0.06-0.12 there, 0.9 farther); so these two, and rings, which every heading of
+    the path crosses."""
+
+    def __init__(self, ring_m: float = PAIR_RING_M) -> None:
+        from contrast_semask_train.data.synth import LOW_VEGETATION, SMOOTH_TRAIL
+
+        self.ring_m = ring_m
+        self.ids = np.array([SMOOTH_TRAIL, LOW_VEGETATION], np.uint8)
+
+    def classes_at(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        r = np.hypot(np.asarray(x, np.float64).reshape(-1), np.asarray(y, np.float64).reshape(-1))
+        return self.ids[np.floor(r / self.ring_m).astype(np.int64) % 2]
+
+
+def sim_imu_calibration() -> tuple[float, float]:
+    """power_at_cost_0 and power_at_cost_1 for drive_sim's IMU: its vertical vibration (5 to
+    25 Hz, inside the node's 1 to 30 Hz band) has the std VIBRATION_BASE * exp(VIBRATION_GAIN *
+    cost), so the band power at cost 0 and cost 1 is that squared (what
+    contrast-semask-calibrate-imu would find on a drive over cost 0 and cost 1 ground)."""
+    from contrast_semask_train.data import drive_sim
+
+    base = drive_sim.VIBRATION_BASE ** 2
+    return base, base * float(np.exp(2 * drive_sim.VIBRATION_GAIN))
+
+
+class SimDrivePlayer:
+    """Plays a drive_sim.SimDrive from `node` in real time: odometry (50 Hz), IMU (200 Hz) and,
+    per camera frame, camera_info and the frame rendered beforehand (rgb8). Each message is
+    stamped with the wall-clock time it is due (time.time_ns() at the start + its drive time)
+    and published then; `lateness` holds how late each publish was (s)."""
+
+    def __init__(self, node: Node, drive: Any, frames: list[Any]) -> None:
+        from contrast_semask_train.data import drive_sim
+
+        self.node, self.drive, self.frames = node, drive, frames
+        self.ds = drive_sim
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.pubs = {'odom': node.create_publisher(Odometry, '/odom', qos),
+                     'imu': node.create_publisher(Imu, '/imu', qos),
+                     'camera_info': node.create_publisher(CameraInfo, '/camera_info', qos),
+                     'image': node.create_publisher(Image, '/image', QoSProfile(
+                         depth=5, reliability=ReliabilityPolicy.RELIABLE))}
+        camera = drive.camera
+        self.camera_info = CameraInfo(
+            width=camera.width, height=camera.height, distortion_model='plumb_bob',
+            d=[0.0] * 5, k=[float(v) for v in camera.k.reshape(-1)],
+            r=[float(v) for v in np.eye(3).reshape(-1)],
+            p=[float(v) for v in camera.p.reshape(-1)])
+        self.camera_info.header.frame_id = drive_sim.OPTICAL_FRAME
+        self.images = [codec.fill_image(Image(), f.rgb, 'rgb8', Header(
+            frame_id=drive_sim.OPTICAL_FRAME)) for f in frames]
+        self.start_ns = 0
+        self.lateness: dict[str, list[float]] = defaultdict(list)
+        self.sent: dict[str, int] = defaultdict(int)
+
+    def wait_for_subscribers(self, counts: dict[str, int], timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if all(self.pubs[t].get_subscription_count() >= n for t, n in counts.items()):
+                return
+            rclpy.spin_once(self.node, timeout_sec=0.05)
+        raise TimeoutError(f'subscribers after {timeout} s: ' + ', '.join(
+            f'{t} {self.pubs[t].get_subscription_count()}/{n}' for t, n in counts.items()))
+
+    def _stamped(self, msg: Any, offset_ns: int) -> Any:
+        sec, nanosec = divmod(self.start_ns + offset_ns, _NS)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = int(sec), int(nanosec)
+        return msg
+
+    def _odometry(self, k: int, offset_ns: int) -> Odometry:
+        traj = self.drive.trajectory
+        msg = Odometry(child_frame_id=self.ds.BASE_FRAME)
+        msg.header.frame_id = self.ds.ODOM_FRAME
+        position, q = msg.pose.pose.position, msg.pose.pose.orientation
+        position.x, position.y = float(traj.x[k]), float(traj.y[k])
+        q.x, q.y, q.z, q.w = self.ds.yaw_quaternion(float(traj.yaw[k]))
+        msg.twist.twist.linear.x = float(traj.speed[k])
+        msg.twist.twist.angular.z = float(traj.yaw_rate[k])
+        return self._stamped(msg, offset_ns)
+
+    def _imu(self, k: int, offset_ns: int) -> Imu:
+        imu = self.drive.imu
+        msg = Imu()
+        msg.header.frame_id = self.ds.BASE_FRAME
+        q, w, a = msg.orientation, msg.angular_velocity, msg.linear_acceleration
+        q.x, q.y, q.z, q.w = (float(v) for v in imu.orientation[k])
+        w.x, w.y, w.z = (float(v) for v in imu.angular_velocity[k])
+        a.x, a.y, a.z = (float(v) for v in imu.linear_acceleration[k])
+        return self._stamped(msg, offset_ns)
+
+    def play(self, seconds: float) -> None:
+        """Everything of the first `seconds` of the drive, at its time; spins in between."""
+        drive, ds = self.drive, self.ds
+        offsets = drive.trajectory.stamp_ns - drive.start_ns
+        end_ns = int(seconds * _NS)
+        events: list[tuple[int, int, str, int]] = []
+        for k in np.flatnonzero(offsets < end_ns):
+            events.append((int(offsets[k]), 1, 'imu', int(k)))
+            if k % (ds.IMU_HZ // ds.ODOM_HZ) == 0:
+                events.append((int(offsets[k]), 0, 'odom', int(k)))
+        for i in range(len(self.frames)):
+            offset = drive.frame_stamp_ns(i) - drive.start_ns
+            events += [(offset, 2, 'camera_info', i), (offset, 3, 'image', i)]
+        events.sort()
+        make = {'odom': self._odometry, 'imu': self._imu,
+                'camera_info': lambda i, offset: self._stamped(self.camera_info, offset),
+                'image': lambda i, offset: self._stamped(self.images[i], offset)}
+        self.start_ns, start = time.time_ns(), time.monotonic()
+        for offset, _, topic, index in events:
+            while (wait := start + offset / _NS - time.monotonic()) > 0:
+                rclpy.spin_once(self.node, timeout_sec=min(wait, 0.01))
+            msg = make[topic](index, offset)
+            self.lateness[topic].append((time.time_ns() - self.start_ns - offset) / _NS)
+            self.pubs[topic].publish(msg)
+            self.sent[topic] += 1
+
+
+class PairProbe(SupervisionProbe):
+    """SupervisionProbe (patch_cost masks, footprints, patch_cost_node's /diagnostics), plus
+    the cost node's `cost` images, `keyframes` announcements and /diagnostics; receive times
+    are wall-clock ns, comparable with the stamps. Each mask is also judged as the cost node's
+    bank will judge it: `addable` when one of its regions covers at least min_patch_pixels
+    cells of the engine's stride-4 grid (bank.prototypes_from_patch)."""
+
+    def __init__(self, grid: tuple[int, int], min_patch_pixels: int) -> None:
+        super().__init__()
+        self.clock = lambda: time.time_ns() / _NS
+        self.grid, self.min_patch_pixels = grid, min_patch_pixels
+        self.costs: list[tuple[int, int, np.ndarray]] = []  # stamp, received (ns), cost
+        self.keyframes: list[tuple[int, int]] = []  # stamp, received (ns)
+        self.cost_map_diagnostics: list[dict[str, Any]] = []
+        reliable = QoSProfile(depth=200, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(Image, '/cost', self._on_cost, reliable)
+        self.create_subscription(CameraInfo, '/keyframes', self._on_keyframe, reliable)
+
+    def _on_cost(self, msg: Image) -> None:
+        received = time.time_ns()
+        self.costs.append((codec.header_stamp_ns(msg.header), received,
+                           codec.image_to_array(msg).astype(np.float32, copy=True)))
+
+    def _on_keyframe(self, msg: CameraInfo) -> None:
+        self.keyframes.append((codec.header_stamp_ns(msg.header), time.time_ns()))
+
+    def _on_mask(self, msg: Image) -> None:
+        from contrast_semask_ros.bank import mask_to_grid
+
+        received = time.time_ns()
+        super()._on_mask(msg)
+        grid = mask_to_grid(codec.image_to_array(msg), *self.grid)
+        _, counts = np.unique(grid[np.isfinite(grid)], return_counts=True)
+        self.masks[-1].update(received_ns=received, cells=int(counts.sum()),
+                              addable=bool((counts >= self.min_patch_pixels).any()))
+
+    def _on_markers(self, msg: MarkerArray) -> None:
+        received, first = time.time_ns(), len(self.markers)
+        super()._on_markers(msg)
+        for marker in self.markers[first:]:
+            marker['received_ns'] = received
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        super()._on_diagnostics(msg)
+        for status in msg.status:
+            if 'cost map' in status.name:
+                self.cost_map_diagnostics.append({
+                    'received_ns': time.time_ns(),
+                    'values': {kv.key: float(kv.value) for kv in status.values}})
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, np.float64)
+    return {'n': int(a.size), 'median': float(np.median(a)), 'p99': float(np.percentile(a, 99)),
+            'max': float(a.max())}
+
+
+def pair_accuracy(frames: list[Any], near: list[np.ndarray], start_ns: int,
+                  costs: list[tuple[int, int, np.ndarray]], seconds: float) -> dict[str, Any]:
+    """The received cost images against the simulator's ground-truth cost of the same frame
+    (by stamp), per second of drive time and over the last LAST_S seconds: the fraction of
+    ground pixels with a known cost, the MAE over them, and the MAE a constant prediction (the
+    mean ground-truth cost of the drive's ground pixels) has on the same pixels; the same on
+    the near field (ground within NEAR_FIELD_M of the camera)."""
+    constant = float(np.mean(np.concatenate([f.cost[np.isfinite(f.cost)] for f in frames])))
+    keys = ('frames', 'ground', 'known', 'error', 'constant_error', 'near', 'near_known',
+            'near_error', 'near_constant_error')
+    per_second: dict[int, dict[str, float]] = {}
+    last = dict.fromkeys(keys, 0.0)
+    period_ns = frames[1].stamp_ns - frames[0].stamp_ns
+    unmatched = 0
+    for stamp, _, cost in costs:
+        index, rest = divmod(stamp - start_ns, period_ns)
+        if rest or not 0 <= index < len(frames):
+            unmatched += 1
+            continue
+        gt = frames[index].cost
+        ground = np.isfinite(gt)
+        known = ground & np.isfinite(cost)
+        near_known = known & near[index]
+        error, constant_error = np.abs(cost - gt), np.abs(constant - gt)
+        row = (1, ground.sum(), known.sum(), error[known].sum(), constant_error[known].sum(),
+               near[index].sum(), near_known.sum(), error[near_known].sum(),
+               constant_error[near_known].sum())
+        sec = int(index * period_ns // _NS)
+        bins = [per_second.setdefault(sec, dict.fromkeys(keys, 0.0))]
+        if (index * period_ns) / _NS >= seconds - LAST_S:
+            bins.append(last)
+        for target in bins:
+            for key, value in zip(keys, row, strict=True):
+                target[key] += float(value)
+
+    def summary(s: dict[str, float]) -> dict[str, float | None]:
+        def ratio(a: str, b: str) -> float | None:
+            return s[a] / s[b] if s[b] else None
+
+        return {'frames': int(s['frames']), 'known_fraction': ratio('known', 'ground'),
+                'mae': ratio('error', 'known'), 'constant_mae': ratio('constant_error', 'known'),
+                'near_known_fraction': ratio('near_known', 'near'),
+                'near_mae': ratio('near_error', 'near_known'),
+                'near_constant_mae': ratio('near_constant_error', 'near_known')}
+
+    return {'constant': constant, 'unmatched_costs': unmatched, 'last_s': LAST_S,
+            'per_second': [{'second': sec, **summary(s)} for sec, s in sorted(
+                per_second.items())], 'last': summary(last)}
+
+
+def pair_latency(probe: PairProbe, start_ns: int, label_period_s: float) -> dict[str, Any]:
+    """Adaptation latency: from the end of the IMU window of the first label that reaches the
+    bank (the first `addable` mask) to the receipt of the first cost image with a known pixel
+    (before it the bank is empty: every cost is NaN).
+
+    That label's update is found by its footprint marker, published right after its masks: the
+    newest marker stamped at or before the mask's receipt. The marker stamp is
+    LabelUpdate.pose_stamp_ns, the window end capped at the newest odometry, so at most one
+    odometry period (20 ms) before the window end: `latency_upper_s` counts from it. Exactly:
+    the node makes an update at its first IMU sample (drive time 0) and then at every sample
+    label_period_s (0.1 s) or more after the previous update, so with every sample received
+    (the test checks imu.samples) the window ends lie on the 0.1 s grid from the start, and the
+    window end is the first grid point at or after the marker stamp: `latency_s`."""
+    period_ns = int(round(label_period_s * _NS))
+    first_known = next(((s, r) for s, r, c in probe.costs if np.isfinite(c).any()), None)
+    out: dict[str, Any] = {'first_known_cost': None if first_known is None else {
+        'stamp_ns': first_known[0], 'received_ns': first_known[1]}}
+    for name, masks in (('first_label', probe.masks),
+                        ('first_added_label', [m for m in probe.masks if m['addable']])):
+        if not masks:
+            out[name] = None
+            continue
+        mask = masks[0]
+        stamps = [m['stamp_ns'] for m in probe.markers if m['stamp_ns'] <= mask['received_ns']]
+        marker = max(stamps) if stamps else None
+        window_end = None if marker is None else (
+            start_ns + -(-(marker - start_ns) // period_ns) * period_ns)
+        known = None if first_known is None else first_known[1]
+        out[name] = {
+            'keyframe_stamp_ns': mask['stamp_ns'], 'received_ns': mask['received_ns'],
+            'marker_stamp_ns': marker, 'window_end_ns': window_end,
+            'window_end_s': None if window_end is None else (window_end - start_ns) / _NS,
+            'mask_after_window_end_s': None if window_end is None else (
+                mask['received_ns'] - window_end) / _NS,
+            'latency_s': None if window_end is None or known is None else (
+                known - window_end) / _NS,
+            'latency_upper_s': None if marker is None or known is None else (
+                known - marker) / _NS}
+    added = out['first_added_label']
+    out['costs_before_first_added_label'] = None if added is None else sum(
+        r < added['received_ns'] for _, r, _ in probe.costs)
+    out['known_costs_before_first_added_label'] = None if added is None else sum(
+        bool(np.isfinite(c).any()) for _, r, c in probe.costs if r < added['received_ns'])
+    return out
+
+
+def scenario_supervised_pair(args: argparse.Namespace) -> dict[str, Any]:
+    """cost_map_node (the launch file's supervised settings: COST_MAP_OVERRIDES and
+    patch_qos_depth 60) and patch_cost_node (camera_pose of the simulator, use_keyframes, the
+    simulator's IMU calibration) as subprocesses, wired as the launch file wires them; a
+    simulated drive (drive_sim.SimDrive over RingTerrain, PAIR_CAMERA at 10 Hz, rendered
+    beforehand) played into both in real time, stamped with the wall clock. Measures what the
+    bank got (the cost node's /diagnostics: misses, patches added), the adaptation latency
+    (pair_latency) and the cost images against the ground truth (pair_accuracy)."""
+    from contrast_semask_ros.engine_spec import read_spec
+    from contrast_semask_ros.supervision.params import COST_MAP_OVERRIDES, TABLE
+    from contrast_semask_train.data import drive_sim
+
+    began = time.monotonic()
+    result: dict[str, Any] = {'cost_node': {}, 'patch_cost_node': {}}
+    cost_overrides = {**COST_MAP_OVERRIDES, 'patch_qos_depth': 60, 'diagnostics_period_s': 0.5}
+    cost_proc = start_node(args, [a for k, v in cost_overrides.items()
+                                  for a in ('-p', f'{k}:={v}')])
+    pose = '[' + ','.join(repr(float(v)) for v in drive_sim.CAMERA_POSE) + ']'
+    power_0, power_1 = sim_imu_calibration()
+    patch_args = ['-p', f'camera_pose:={pose}', '-p', f'power_at_cost_0:={power_0!r}',
+                  '-p', f'power_at_cost_1:={power_1!r}', '-p', 'diagnostics_period_s:=0.5']
+    patch_proc = start_patch_cost_node(patch_args)
+    result['parameters'] = {'cost_map': cost_overrides, 'patch_cost': patch_args}
+    try:
+        spec = read_spec(args.model, verify=False)
+        result['engine'] = {'height': spec.height, 'width': spec.width,
+                            'bank_size': spec.bank_size}
+        probe = PairProbe((spec.height // 4, spec.width // 4),
+                          min_patch_pixels=int(params.DEFAULTS['min_patch_pixels']))
+        height, width = PAIR_CAMERA
+        frame_count = int(round(args.seconds * 10))
+        drive = drive_sim.SimDrive(drive_sim.SimDriveSpec(
+            frames=frame_count, height=height, width=width, fps=10.0, seed=0, horizon_s=1.0),
+            RingTerrain())
+        frames = [drive.render(i) for i in range(frame_count)]
+        near = [drive_sim.ground_hits(drive.camera, f.T_odom_optical).range <= NEAR_FIELD_M
+                for f in frames]
+        player = SimDrivePlayer(probe, drive, frames)
+        result['render_s'] = time.monotonic() - began
+        player.wait_for_subscribers({'odom': 2, 'imu': 1, 'camera_info': 1, 'image': 1})
+        probe.wait_for_publishers(['/cost', '/keyframes', '/patch_cost', '/footprints',
+                                   '/diagnostics'])
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not (probe.count_subscribers('/keyframes') >= 2 and
+                                              probe.count_subscribers('/patch_cost') >= 2):
+            rclpy.spin_once(probe, timeout_sec=0.05)
+        probe.spin_for(1.0)  # the other sides of the matching (footprints: subscriber count)
+        result['startup_s'] = time.monotonic() - began
+        player.play(args.seconds)
+        probe.spin_for(1.5)  # the last labels and costs, two /diagnostics periods
+        result['start_ns'] = player.start_ns
+        result['sent'] = dict(player.sent)
+        result['publish_lateness_s'] = {t: _percentiles(v) for t, v in player.lateness.items()}
+        result['masks'] = probe.masks
+        result['markers'] = probe.markers
+        result['keyframes'] = [s for s, _ in probe.keyframes]
+        result['cost_images'] = [{'stamp_ns': s, 'received_ns': r,
+                                  'known_fraction': float(np.isfinite(c).mean())}
+                                 for s, r, c in probe.costs]
+        result['cost_map_diagnostics'] = probe.cost_map_diagnostics
+        result['patch_cost_diagnostics'] = probe.diagnostics
+        result['latency'] = pair_latency(probe, player.start_ns,
+                                         float(TABLE.defaults['label_period_s']))
+        result['accuracy'] = pair_accuracy(frames, near, player.start_ns, probe.costs,
+                                           args.seconds)
+        result['camera_period_s'] = 1.0 / drive.spec.fps
+    finally:
+        stop_node(patch_proc, result['patch_cost_node'])
+        stop_node(cost_proc, result['cost_node'])
+    result['wall_s'] = time.monotonic() - began
+    result['summary'] = _pair_summary(result)
+    return result
+
+
+def _pair_summary(result: dict[str, Any]) -> dict[str, Any]:
+    """The measured numbers of scenario_supervised_pair in one place."""
+    costs = result['cost_map_diagnostics'][-1]['values'] if result.get(
+        'cost_map_diagnostics') else {}
+    added = (result.get('latency') or {}).get('first_added_label') or {}
+    return {
+        'latency_s': added.get('latency_s'), 'latency_upper_s': added.get('latency_upper_s'),
+        'camera_period_s': result.get('camera_period_s'),
+        **{key: costs.get(key, 0.0) for key in (
+            'patches_in', 'patches_added', 'patches_empty', 'patches_miss', 'patches_rejected',
+            'keyframes_kept', 'frames_out', 'frames_dropped', 'bank_size')},
+        'keyframes_announced': len(result.get('keyframes', [])),
+        'masks_received': len(result.get('masks', [])),
+        'masks_addable': sum(m['addable'] for m in result.get('masks', [])),
+        'publish_lateness_max_s': max((v['max'] for v in result.get(
+            'publish_lateness_s', {}).values()), default=None),
+        'per_second': [{k: s[k] for k in ('second', 'known_fraction', 'mae', 'constant_mae',
+                                          'near_mae', 'near_constant_mae')}
+                       for s in (result.get('accuracy') or {}).get('per_second', [])],
+        'last': (result.get('accuracy') or {}).get('last'),
+        'wall_s': result['wall_s']}
+
+
 def main() -> int:
     refusal = outside_namespace_reason('ros_driver.py')  # DDS must never reach a real network
     if refusal:
@@ -893,7 +1274,8 @@ def main() -> int:
     parser.add_argument('scenario',
                         choices=['main', 'params', 'bad_start', 'bag', 'rate', 'qos',
                                  'lifecycle', 'hostile', 'supervision',
-                                 'supervision_bad_start', 'supervision_tf'])
+                                 'supervision_bad_start', 'supervision_tf',
+                                 'supervised_pair'])
     parser.add_argument('--rates', default='5,10,20,40')
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--size', default='544x1024')
@@ -914,11 +1296,11 @@ def main() -> int:
         result = scenario_bad_start(args)
     elif args.scenario == 'supervision_bad_start':
         result = scenario_supervision_bad_start(args)
-    elif args.scenario in ('supervision', 'supervision_tf'):
+    elif args.scenario in ('supervision', 'supervision_tf', 'supervised_pair'):
         rclpy.init()
         try:
-            run = scenario_supervision if args.scenario == 'supervision' else \
-                scenario_supervision_tf
+            run = {'supervision': scenario_supervision, 'supervision_tf': scenario_supervision_tf,
+                   'supervised_pair': scenario_supervised_pair}[args.scenario]
             result = run(args)
             result['probe_rclpy'] = metadata.version('ros-rclpy')
         finally:

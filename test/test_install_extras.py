@@ -5,8 +5,8 @@ One venv, no torch: the package's wheel (built offline from a copy of the checko
 would. The versions are constrained to requirements/dev.txt, the ones the rest of the suite
 tests, so pip takes them from its cache / this machine's wheel directory instead of downloading
 (about 25 s on 2 cores here; without a cache it downloads some 150 MB from PyPI). In the venv:
-`contrast-semask-data drive-bag --compressed`, `contrast-semask-replay` of an ONNX model from
-the compressed topic with the installed params file, and `contrast-semask-export trt` up to
+`contrast-semask-data drive-bag --compressed`, `contrast-semask-replay --supervision imu` of an
+ONNX model from the compressed topic with the installed params file, and `contrast-semask-export trt` up to
 where TensorRT is needed. The ONNX model is exported in the test environment (it has torch).
 """
 
@@ -54,7 +54,7 @@ def test_replay_extra_in_a_clean_venv_runs_its_commands(texture_model, tmp_path:
     assert params.is_file()
     proc = _run([bin_dir / 'contrast-semask-replay', 'drive', '--model', texture_model.onnx,
                  '--params', params, '--image-topic', '/camera/image_raw/compressed',
-                 '--patch-cost-topic', '/traversal/patch_cost',
+                 '--supervision', 'imu',
                  '--ground-truth-topic', '/ground_truth/cost', '--hold-out-every', '5',
                  '--out', 'replay'], work)
     assert proc.returncode == 0, proc.stderr

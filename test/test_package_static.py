@@ -317,7 +317,8 @@ def test_readme_ros2_run_lines_name_console_scripts():
 
 
 def test_readme_bare_commands_are_console_scripts():
-    commands = set(re.findall(r'(?<![\w/-])(contrast-semask-[a-z]+)', README.read_text()))
+    commands = set(re.findall(r'(?<![\w/-])(contrast-semask-[a-z]+(?:-[a-z]+)*)',
+                              README.read_text()))
     assert commands and commands <= set(CONSOLE_SCRIPTS), commands - set(CONSOLE_SCRIPTS)
 
 

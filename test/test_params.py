@@ -142,3 +142,20 @@ def test_keyframe_period_must_be_shorter_than_the_buffer_age() -> None:
                        r'buffer_age_s=10: .*set keyframe_period_s well under buffer_age_s'):
         PipelineConfig(keyframe_period_s=10.0).validate(32)
     assert PipelineConfig(keyframe_period_s=9.0).validate(32).keyframe_period_s == 9.0
+
+
+def test_readme_patch_cost_table_matches_its_parameter_table() -> None:
+    """The patch_cost node's README table (three columns, after '### Self-supervision')
+    against supervision/params.py."""
+    from contrast_semask_ros.supervision.params import PARAMS as SUPERVISION
+
+    text = (REPO / 'README.md').read_text()
+    section = text[text.index('### Self-supervision'):]
+    rows = {}
+    for line in section.splitlines():
+        match = re.fullmatch(r'\| `(\w+)` \| `([^`]*)` \| ([^|]*) \|', line)
+        if match:
+            rows[match.group(1)] = (match.group(2), match.group(3))
+    assert list(rows) == [p.name for p in SUPERVISION]
+    for p in SUPERVISION:
+        assert rows[p.name] == (_readme_default(p), p.description), p.name

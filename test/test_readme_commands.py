@@ -297,11 +297,21 @@ DEMO_COMMANDS = [
     '--data runs/demo/synth_ycor --work-dir runs/demo/train',
     'contrast-semask-export onnx runs/demo/train/best.pt --height 128 --width 240 '
     '--bank-size 256 --out runs/demo/model.onnx',
-    'contrast-semask-data drive-bag runs/demo/drive --frames 80 --size 272x512 --seed 1000',
+    'contrast-semask-data drive-bag runs/demo/calibration_drive --frames 200 --size 68x128 '
+    '--seed 3',
+    'contrast-semask-calibrate-imu runs/demo/calibration_drive '
+    '--write-params runs/demo/imu_calibration.yaml',
+    'contrast-semask-data drive-bag runs/demo/drive --frames 120 --size 272x512 --seed 1000',
     'contrast-semask-replay runs/demo/drive --model runs/demo/model.onnx '
     '--params config/cost_map.yaml --image-topic /camera/image_raw '
-    '--patch-cost-topic /traversal/patch_cost --ground-truth-topic /ground_truth/cost '
+    '--supervision imu --supervision-params runs/demo/imu_calibration.yaml '
+    '--ground-truth-topic /ground_truth/cost --footprint-truth-topic /ground_truth/patch_cost '
     '--hold-out-every 5 --out runs/demo/replay',
+    'contrast-semask-replay runs/demo/drive --model runs/demo/model.onnx '
+    '--params config/cost_map.yaml --image-topic /camera/image_raw '
+    '--supervision imu --supervision-params runs/demo/imu_calibration.yaml --truth-costs '
+    '--ground-truth-topic /ground_truth/cost --footprint-truth-topic /ground_truth/patch_cost '
+    '--hold-out-every 5 --out runs/demo/replay_truth_costs',
 ]
 
 
@@ -335,31 +345,44 @@ def test_makefile_demo_target_is_the_tested_commands() -> None:
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cwd = workdir(tmp_path_factory, 'demo')
-    synth, convert, train, export, drive_bag, replay = map(shlex.split, DEMO_COMMANDS)
+    (synth, convert, train, export, calibration_bag, calibrate, drive_bag, replay,
+     replay_truth) = map(shlex.split, DEMO_COMMANDS)
     run(with_value(synth, '--n', '5'), cwd)
     run(convert, cwd)
     run(train + TINY_TRAINING, cwd)
     run(export, cwd)
-    run(with_value(drive_bag, '--frames', '10'), cwd)
+    run(with_value(calibration_bag, '--frames', '60'), cwd)
+    run(calibrate, cwd)
+    run(with_value(drive_bag, '--frames', '30'), cwd)
     run(replay, cwd)
+    run(replay_truth, cwd)
     return cwd / 'runs/demo'
 
 
 @pytest.mark.slow
 def test_make_demo_commands_run(demo: Path) -> None:
     """`make demo`: every command of its recipe (DEMO_COMMANDS) in its order, as written except
-    `synth --n 5` (not 60), `drive-bag --frames 10` (not 80) and TINY_TRAINING appended to the
-    training command (2 iterations, not 300)."""
+    `synth --n 5` (not 60), the drive bags' `--frames 60` and `30` (not 200 and 120) and
+    TINY_TRAINING appended to the training command (2 iterations, not 300)."""
     report = json.loads((demo / 'replay/report.json').read_text())
     assert report['params']['bank_size'] == 0 and report['config']['bank_size'] == 256
-    assert report['frames'] == 10 and report['ground_truth'], report
+    assert report['frames'] == 30 and report['ground_truth'], report
     for name in ('latency.png', 'coverage.png', 'held_out.png', 'contact_sheet.png'):
         assert (demo / 'replay' / name).is_file(), name
     assert (demo / 'replay/replay_bag').is_dir()
+    calibration = (demo / 'imu_calibration.yaml').read_text()
+    assert 'power_at_cost_0' in calibration and 'power_at_cost_1' in calibration
+    supervision = report['supervision']  # self-supervised: labels from the IMU, into the bank
+    assert supervision['labels'] > 0 and report['patches_used'] > 0
+    assert supervision['config']['power_at_cost_1'] == pytest.approx(
+        float(calibration.split('power_at_cost_1:')[1]))
+    truth = json.loads((demo / 'replay_truth_costs/report.json').read_text())
+    assert truth['supervision']['label_costs'] == 'ground_truth'
+    assert truth['supervision']['labels'] == supervision['labels']  # the same footprints
 
 
 REPLAY = ('contrast-semask-replay drive_bag/ --model model.onnx --image-topic /camera/image_raw '
-          '--patch-cost-topic /traversal/patch_cost --out replay/ --hold-out-every 5 '
+          '--supervision imu --out replay/ --hold-out-every 5 '
           '[--realtime] [--params config/cost_map.yaml] [--temperature 0.05 --bank-size 128 ...]')
 
 

@@ -134,3 +134,30 @@ def test_velocity_signal_and_bad_requests(sim_bag: Path, texture_model: TextureM
     assert replay_main([*base, '--out', str(tmp_path / 'none')]) == 2  # no patch source
     assert 'either a patch-cost topic or --supervision' in caplog.text
     assert not any((tmp_path / name).exists() for name in ('b', 'n', 'none'))
+
+
+def test_truth_costs_keep_the_footprints_and_take_the_ground_truth(
+        sim_bag: Path, texture_model: TextureModel, tmp_path: Path):
+    from rosbags.highlevel import AnyReader
+
+    from contrast_semask_ros import codec
+
+    report = _replay(sim_bag, texture_model, tmp_path / 't', '--supervision', 'imu',
+                     '--truth-costs')
+    assert report['supervision']['label_costs'] == 'ground_truth'
+    masks, truths = {}, {}
+    with AnyReader([tmp_path / 't' / 'replay_bag']) as reader:
+        conns = [c for c in reader.connections if c.topic == '/cost_map/patch_cost']
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            masks.setdefault(codec.header_stamp_ns(msg.header), codec.image_to_array(msg))
+    with AnyReader([sim_bag]) as reader:
+        conns = [c for c in reader.connections if c.topic == '/ground_truth/cost']
+        for conn, _, raw in reader.messages(connections=conns):
+            msg = reader.deserialize(raw, conn.msgtype)
+            truths[codec.header_stamp_ns(msg.header)] = codec.image_to_array(msg)
+    assert len(masks) > 10
+    for stamp, mask in masks.items():  # the ground truth at the mask pixels' centres (x4)
+        sampled = truths[stamp][2::4, 2::4]
+        known = np.isfinite(mask)
+        np.testing.assert_array_equal(mask[known], sampled[known])
