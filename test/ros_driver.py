@@ -15,6 +15,12 @@ into it in real time (`DrivePlayer`), collecting patch_cost masks, footprints an
 (`SupervisionProbe`); `supervision_bad_start` starts it with bad parameters. The pieces are
 reusable for a drive through both nodes: `start_patch_cost_node`, `straight_drive`,
 `DrivePlayer.play`, `SupervisionProbe`.
+
+Both nodes (test_supervised_pair.py; --model): `supervised_pair` starts cost_map_node with the
+launch file's supervised settings and patch_cost_node on the same topics, plays a drive_sim
+drive (odometry, IMU, camera_info and rendered images) into them in real time, stamped with the
+wall clock (`SimDrivePlayer`), and measures misses, the adaptation latency (`pair_latency`) and
+the cost images against the simulator's ground truth (`pair_accuracy`).
 """
 
 from __future__ import annotations
