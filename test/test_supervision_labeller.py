@@ -278,3 +278,19 @@ def test_accumulate_takes_the_per_pixel_mean():
     assert merged[1].pixels == 4 and merged[1].mask.dtype == np.float32
     with pytest.raises(ValueError, match='different shapes'):
         accumulate([Label(1, a, 3), Label(1, c, 1)])
+
+
+def test_pose_interpolation_is_scipys_slerp():
+    from scipy.spatial.transform import Rotation, Slerp
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        r0, r1 = Rotation.random(2, random_state=rng.integers(1 << 31))
+        history = PoseHistory(max_speed_mps=1e6)
+        T0, T1 = np.eye(4), np.eye(4)
+        T0[:3, :3], T1[:3, :3] = r0.as_matrix(), r1.as_matrix()
+        history.add(0, T0)
+        history.add(NS // 10, T1)
+        a = rng.random()
+        expected = Slerp([0.0, 1.0], Rotation.concatenate([r0, r1]))([a]).as_matrix()[0]
+        np.testing.assert_allclose(history.at(int(a * NS / 10))[:3, :3], expected, atol=1e-6)

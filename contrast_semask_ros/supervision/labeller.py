@@ -40,7 +40,6 @@ from contrast_semask_ros.supervision.geometry import (
     footprint_polygon,
     invert,
     rasterise_checked,
-    transform_points,
 )
 
 _NS = 1_000_000_000
@@ -70,6 +69,7 @@ class PoseHistory:
         self.max_speed_mps = _positive(max_speed_mps, 'max_speed_mps')
         self._stamps: list[int] = []  # ascending
         self._poses: list[np.ndarray] = []  # 4, 4 each
+        self._quats: list[np.ndarray] = []  # 4 each: x, y, z, w of the pose's rotation
         self.counters: Counter[str] = Counter()
 
     def __len__(self) -> int:
@@ -83,6 +83,7 @@ class PoseHistory:
     def clear(self) -> None:
         self._stamps.clear()
         self._poses.clear()
+        self._quats.clear()
 
     def add(self, stamp_ns: int, T_odom_base: Any) -> bool:
         """One odometry pose; False when it was dropped (counted: `invalid_pose`, `duplicate`,
@@ -105,12 +106,16 @@ class PoseHistory:
             if distance > self.max_speed_mps * (stamp_ns - last) / _NS:
                 self.counters['jumps'] += 1
                 self.clear()
+        from scipy.spatial.transform import Rotation
+
         self._stamps.append(stamp_ns)
         self._poses.append(T)
+        self._quats.append(Rotation.from_matrix(T[:3, :3]).as_quat())
         expired = bisect.bisect_left(self._stamps, stamp_ns - self.max_age_ns)
         if expired:
             del self._stamps[:expired]
             del self._poses[:expired]
+            del self._quats[:expired]
         self.counters['poses'] += 1
         return True
 
@@ -118,8 +123,6 @@ class PoseHistory:
         """T_odom_base (4, 4) at stamp_ns, interpolated between the two neighbours (translation
         linearly, rotation by slerp); None outside [oldest, newest] or when the neighbours are
         more than max_gap_s apart."""
-        from scipy.spatial.transform import Rotation, Slerp
-
         stamp_ns = int(stamp_ns)
         if not self._stamps or not self._stamps[0] <= stamp_ns <= self._stamps[-1]:
             return None
@@ -131,11 +134,32 @@ class PoseHistory:
             return None
         T0, T1 = self._poses[i - 1], self._poses[i]
         a = (stamp_ns - t0) / (t1 - t0)
-        slerp = Slerp([0.0, 1.0], Rotation.from_matrix(np.stack([T0[:3, :3], T1[:3, :3]])))
         T = np.eye(4)
-        T[:3, :3] = slerp([a]).as_matrix()[0]
+        T[:3, :3] = _quat_matrix(_slerp(self._quats[i - 1], self._quats[i], a))
         T[:3, 3] = (1.0 - a) * T0[:3, 3] + a * T1[:3, 3]
         return T
+
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, a: float) -> np.ndarray:
+    """Spherical linear interpolation of unit quaternions (x, y, z, w), the short way round
+    (what scipy's Slerp gives; test_supervision_labeller compares), in plain numpy: it runs for
+    every pose a label update needs."""
+    dot = float(q0 @ q1)
+    if dot < 0.0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:  # nearly equal: the linear blend, renormalised
+        q = q0 + a * (q1 - q0)
+        return q / np.linalg.norm(q)
+    theta = math.acos(dot)
+    return (math.sin((1.0 - a) * theta) * q0 + math.sin(a * theta) * q1) / math.sin(theta)
+
+
+def _quat_matrix(q: np.ndarray) -> np.ndarray:
+    """Rotation matrix (3, 3) of a unit quaternion (x, y, z, w)."""
+    x, y, z, w = q
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
 class Keyframe(NamedTuple):
@@ -348,6 +372,7 @@ class FootprintLabeller:
         centre = T_odom_base[:3, :3] @ np.array([0.0, 0.0, self.footprint[0, 2]]) + \
             T_odom_base[:3, 3]  # 3
         candidates = self._candidates(start_ns, centre)
+        swept: dict[int, np.ndarray] = {}  # since -> polygon: most keyframes share one
         labels = []
         for i in self._spread(len(candidates)):
             if self.max_labels and len(labels) == self.max_labels:
@@ -355,7 +380,9 @@ class FootprintLabeller:
                 continue
             frame = candidates[i]
             since = max(start_ns, self._labelled_until.get(frame.stamp_ns, start_ns))
-            corners = self.swept(since, stamp_ns)  # M, 3 in odom
+            if since not in swept:
+                swept[since] = self.swept(since, stamp_ns)  # M, 3 in odom
+            corners = swept[since]
             covered = rasterise_checked(corners, frame.T_optical_odom, frame.camera,
                                         self.scale_for(frame.camera))  # h, w bool
             self._labelled_until[frame.stamp_ns] = stamp_ns
@@ -381,7 +408,10 @@ class FootprintLabeller:
         stamps = np.unique(np.concatenate([
             np.arange(start_ns, stamp_ns, int(SWEEP_STEP_S * _NS), dtype=np.int64),
             [stamp_ns]]))
-        corners = [transform_points(self.poses.at(int(t)), self.footprint) for t in stamps]
+        corners = []
+        for t in stamps:
+            T = self.poses.at(int(t))  # 4, 4 from the history: checked when it was added
+            corners.append(self.footprint @ T[:3, :3].T + T[:3, 3])  # 4, 3 in odom
         return convex_hull_xy(np.concatenate(corners))
 
     def footprint_in_odom(self, stamp_ns: int, start_ns: int | None = None
