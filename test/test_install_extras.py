@@ -6,8 +6,9 @@ would. The versions are constrained to requirements/dev.txt, the ones the rest o
 tests, so pip takes them from its cache / this machine's wheel directory instead of downloading
 (about 25 s on 2 cores here; without a cache it downloads some 150 MB from PyPI). In the venv:
 `contrast-semask-data drive-bag --compressed`, `contrast-semask-replay --supervision imu` of an
-ONNX model from the compressed topic with the installed params file, and `contrast-semask-export trt` up to
-where TensorRT is needed. The ONNX model is exported in the test environment (it has torch).
+ONNX model from the compressed topic with the installed params file, and
+`contrast-semask-export trt` up to where TensorRT is needed. The ONNX model is exported in the
+test environment (it has torch).
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SCRIPTS = ('contrast-semask-convert', 'contrast-semask-data', 'contrast-semask-train',
-           'contrast-semask-eval', 'contrast-semask-export', 'contrast-semask-replay')
+           'contrast-semask-eval', 'contrast-semask-export', 'contrast-semask-replay',
+           'contrast-semask-calibrate-imu')
 
 # Appended to a `contrast-semask-train --config config/train/micro_contrastive.yaml ...` command
 # so that it trains for 2 iterations (about 10 s) instead of 300 (about 2 min); the preset's
