@@ -21,6 +21,12 @@ launch file's supervised settings and patch_cost_node on the same topics, plays 
 drive (odometry, IMU, camera_info and rendered images) into them in real time, stamped with the
 wall clock (`SimDrivePlayer`), and measures misses, the adaptation latency (`pair_latency`) and
 the cost images against the simulator's ground truth (`pair_accuracy`).
+
+World outputs (test_world_node.py; --model): `world` starts cost_map_node with camera_pose and
+plays a drive_sim drive (odometry, camera_info, images, a few oracle patch masks) into it in
+real time (`WorldProbe`, `_play_world`), subscribing to cost_cloud and cost_grid only after a
+second; each cloud and grid is summarised against the simulator (`_cloud_summary`,
+`_grid_summary`). Then a node without extrinsics.
 """
 
 from __future__ import annotations
@@ -811,10 +817,12 @@ class TransformException(Exception):
 class Buffer:
     def __init__(self, *args, **kwargs):
         self.created = time.monotonic()
+        self.lookups = 0
 
     def lookup_transform(self, target_frame, source_frame, time_, *args, **kwargs):
-        if time.monotonic() - self.created < @DELAY@ or (target_frame, source_frame) != (
-                'base_link', 'camera_optical'):
+        self.lookups += 1  # the first @MISSES@ lookups miss, however late the node starts
+        if (self.lookups <= @MISSES@ or time.monotonic() - self.created < @DELAY@
+                or (target_frame, source_frame) != ('base_link', 'camera_optical')):
             raise TransformException(f'"{source_frame}" passed to lookupTransform argument '
                                      'source_frame does not exist')
         x, y, z, w = @QUAT@
@@ -832,7 +840,8 @@ class TransformListener:
 def scenario_supervision_tf(args: argparse.Namespace) -> dict[str, Any]:
     """patch_cost_node without camera_pose, its extrinsics from TF: a stand-in tf2_ros module
     (FAKE_TF2_ROS; the real one is not installable from PyPI) that knows base_link ->
-    camera_optical only after 1.5 s. /diagnostics must say ERROR until then, and the node
+    camera_optical only after 1.5 s and two lookups (so the node has tried and failed
+    whatever the machine's load). /diagnostics must say ERROR until then, and the node
     must take the camera frame from camera_info and start labelling afterwards. Signal both,
     on smooth ground (IMU cost 0) with cmd_vel (Twist) commanding twice the speed driven:
     the velocity-tracking cost 0.5 wins (combine_rule max)."""
@@ -845,6 +854,7 @@ def scenario_supervision_tf(args: argparse.Namespace) -> dict[str, Any]:
     T = camera_pose_to_optical(0.3, 0.0, 1.0, 0.0, 0.35, 0.0)
     quat = tuple(float(v) for v in Rotation.from_matrix(T[:3, :3]).as_quat())  # x, y, z, w
     (fake / 'tf2_ros.py').write_text(FAKE_TF2_ROS.replace('@DELAY@', '1.5')
+                                     .replace('@MISSES@', '2')
                                      .replace('@QUAT@', repr(quat)))
     os.environ['PYTHONPATH'] = os.pathsep.join(filter(None, [str(fake),
                                                              os.environ.get('PYTHONPATH')]))
@@ -1271,6 +1281,292 @@ def _pair_summary(result: dict[str, Any]) -> dict[str, Any]:
         'wall_s': result['wall_s']}
 
 
+
+# --- the cost node's world outputs: cost_cloud and cost_grid (test_world_node.py) -------------
+
+WORLD_CAMERA = (96, 160)  # height, width of the simulated camera
+WORLD_SUBSCRIBE_S = 1.0  # drive time at which the probe subscribes to cost_cloud and cost_grid
+WORLD_PATCH_FRAMES = (1, 2, 3, 4, 20, 21, 22)  # frames whose oracle mask is sent 0.25 s later
+
+
+def _stamp_ns(msg: Any) -> int:
+    return msg.header.stamp.sec * _NS + msg.header.stamp.nanosec
+
+
+class WorldProbe(Node):
+    """Publishes a drive_sim drive into the cost node (odometry, camera_info, images and a few
+    oracle patch masks, through SimDrivePlayer's messages, without IMU) and collects its cost
+    images, /diagnostics and, from WORLD_SUBSCRIBE_S on, cost_cloud and cost_grid with the real
+    sensor_msgs/PointCloud2 and nav_msgs/OccupancyGrid classes."""
+
+    def __init__(self) -> None:
+        super().__init__('world_probe')
+        self.costs: dict[int, np.ndarray] = {}  # stamp -> cost image
+        self.clouds: list[Any] = []
+        self.grids: list[Any] = []
+        self.late_grids: list[Any] = []
+        self.diagnostics: list[tuple[float, dict[str, float]]] = []  # (monotonic, values)
+        self.create_subscription(Image, '/cost', self._on_cost, QoSProfile(
+            depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
+        self.pub_patch = self.create_publisher(Image, '/patch_cost', QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE))
+
+    def _on_cost(self, msg: Image) -> None:
+        self.costs[_stamp_ns(msg)] = codec.image_to_array(msg).astype(np.float32, copy=True)
+
+    def _on_diagnostics(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if 'cost map' in status.name:
+                self.diagnostics.append((time.monotonic(), {
+                    kv.key: float(kv.value) for kv in status.values}))
+
+    def subscribe_world(self) -> None:
+        from nav_msgs.msg import OccupancyGrid
+        from rclpy.qos import DurabilityPolicy
+        from sensor_msgs.msg import PointCloud2
+
+        self.create_subscription(PointCloud2, '/cost_cloud', self.clouds.append, QoSProfile(
+            depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        self.create_subscription(OccupancyGrid, '/cost_grid', self.grids.append, QoSProfile(
+            depth=10, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+
+    def subscribe_late_grid(self) -> None:
+        """A subscriber joining after the grids were published (transient local: it gets the
+        newest one at once)."""
+        from nav_msgs.msg import OccupancyGrid
+        from rclpy.qos import DurabilityPolicy
+
+        self.create_subscription(OccupancyGrid, '/cost_grid', self.late_grids.append,
+                                 QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                            durability=DurabilityPolicy.TRANSIENT_LOCAL))
+
+    def counters(self) -> dict[str, float]:
+        return self.diagnostics[-1][1] if self.diagnostics else {}
+
+    def spin_for(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            rclpy.spin_once(self, timeout_sec=0.02)
+
+
+def _play_world(probe: WorldProbe, player: SimDrivePlayer, drive: Any, seconds: float,
+                at: dict[float, Callable[[], None]]) -> None:
+    """Odometry (50 Hz), camera_info and image (10 Hz) of the first `seconds` of `drive` in
+    real time from `player` (stamped wall-clock start + drive time), the oracle masks of
+    WORLD_PATCH_FRAMES 0.25 s after their frame, and the calls `at` {drive time: call}."""
+    from contrast_semask_train.data import drive_sim as ds
+
+    offsets = drive.trajectory.stamp_ns - drive.start_ns
+    end_ns = int(seconds * _NS)
+    events: list[tuple[int, int, str, Any]] = [
+        (int(offsets[k]), 0, 'odom', int(k)) for k in np.flatnonzero(offsets < end_ns)
+        if k % (ds.IMU_HZ // ds.ODOM_HZ) == 0]
+    for i in range(len(player.frames)):
+        offset = drive.frame_stamp_ns(i) - drive.start_ns
+        events += [(offset, 1, 'camera_info', i), (offset, 2, 'image', i)]
+        if i in WORLD_PATCH_FRAMES:
+            events.append((offset + _NS // 4, 3, 'patch', i))
+    events += [(int(t * _NS), 4, 'call', call) for t, call in at.items()]
+    events.sort(key=lambda e: e[:2])
+    player.start_ns, start = time.time_ns(), time.monotonic()
+    for offset, _, topic, index in events:
+        while (wait := start + offset / _NS - time.monotonic()) > 0:
+            rclpy.spin_once(probe, timeout_sec=min(wait, 0.01))
+        if topic == 'call':
+            index()
+        elif topic == 'patch':
+            frame_offset = drive.frame_stamp_ns(index) - drive.start_ns
+            msg = codec.fill_image(Image(), drive.oracle(index), '32FC1', Header(
+                frame_id=ds.OPTICAL_FRAME))
+            probe.pub_patch.publish(player._stamped(msg, frame_offset))
+        else:
+            make = {'odom': player._odometry,
+                    'camera_info': lambda i, o: player._stamped(player.camera_info, o),
+                    'image': lambda i, o: player._stamped(player.images[i], o)}[topic]
+            player.pubs[topic].publish(make(index, offset))
+            player.sent[topic] += 1
+
+
+def _cloud_summary(msg: Any, frames: list[Any], camera: Any, costs: dict[int, np.ndarray],
+                   start_ns: int) -> dict[str, Any]:
+    """A cost_cloud message against the simulator: its layout, and its points (odom) mapped back
+    into the frame of its stamp (the sim camera's exact pose there): height above the ground,
+    depth in front of the camera, distance of the reprojection from the sampled pixel centres
+    (stride 4: rows and columns 1, 5, 9, ...), the cost and confidence of each point against
+    the cost image of that frame, and the sampled pixels the cloud should hold (ground within
+    cloud_max_range_m 20 m, known cost) against those it holds."""
+    from contrast_semask_ros.world.cloud import cloud_array
+    from contrast_semask_train.data import drive_sim as ds
+
+    stamp = _stamp_ns(msg)
+    index, rest = divmod(stamp - start_ns, _NS // 10)
+    out: dict[str, Any] = {
+        'stamp_ns': stamp, 'frame_index': int(index) if not rest else None,
+        'frame_id': msg.header.frame_id, 'height': msg.height, 'width': msg.width,
+        'point_step': msg.point_step, 'row_step': msg.row_step, 'is_dense': msg.is_dense,
+        'is_bigendian': msg.is_bigendian, 'data_bytes': len(msg.data),
+        'fields': [[f.name, f.offset, f.datatype, f.count] for f in msg.fields]}
+    points = cloud_array(msg).reshape(-1)
+    xyz = np.stack([points['x'], points['y'], points['z']], 1).astype(np.float64)  # N, 3
+    out['points'] = len(points)
+    cost = costs.get(stamp)
+    if rest or not 0 <= index < len(frames) or cost is None or not len(points):
+        return out
+    T = frames[index].T_odom_optical
+    optical = (xyz - T[:3, 3]) @ T[:3, :3]  # N, 3: R^T (p - t)
+    u = camera.fx * optical[:, 0] / optical[:, 2] + camera.cx
+    v = camera.fy * optical[:, 1] / optical[:, 2] + camera.cy
+    col, row = np.rint((u - 1) / 4) * 4 + 1, np.rint((v - 1) / 4) * 4 + 1
+    inside = (row >= 0) & (row < camera.height) & (col >= 0) & (col < camera.width)
+    r, c = row[inside].astype(int), col[inside].astype(int)
+    hits = ds.ground_hits(camera, T)
+    sampled = np.zeros(cost.shape, bool)
+    sampled[1::4, 1::4] = True
+    expected = sampled & hits.ground & (hits.range <= 20.0) & np.isfinite(cost)
+    got = np.zeros(cost.shape, bool)
+    got[r, c] = True
+    out.update({
+        'max_abs_z': float(np.abs(xyz[:, 2]).max()),
+        'min_depth': float(optical[:, 2].min()),
+        'max_range': float(np.linalg.norm(optical, axis=1).max()),
+        'max_pixel_error': float(max(np.abs(u - col).max(), np.abs(v - row).max())),
+        'outside_image': int((~inside).sum()),
+        'cost_mismatch': int((points['cost'][inside] != cost[r, c]).sum()),
+        'cost_min': float(points['cost'].min()), 'cost_max': float(points['cost'].max()),
+        'confidence_min': float(points['confidence'].min()),
+        'expected_pixels': int(expected.sum()), 'got_pixels': int(got.sum()),
+        'missing_pixels': int((expected & ~got).sum()),
+        'extra_pixels': int((got & ~expected).sum())})
+    return out
+
+
+def _grid_summary(msg: Any, drive: Any, clouds: dict[int, Any], start_ns: int
+                  ) -> dict[str, Any]:
+    """A cost_grid message: header, info, values, the robot's position at its stamp (the
+    simulator's) against the window, and the cloud of the same stamp against its known cells
+    (the lattice cell of each point, floor(x / resolution), as the grid computes it)."""
+    from contrast_semask_ros.world.cloud import cloud_array
+
+    stamp = _stamp_ns(msg)
+    info = msg.info
+    data = np.asarray(msg.data, np.int8).reshape(info.height, info.width)
+    o = info.origin
+    out: dict[str, Any] = {
+        'stamp_ns': stamp, 'frame_id': msg.header.frame_id,
+        'map_load_time_ns': info.map_load_time.sec * _NS + info.map_load_time.nanosec,
+        'resolution': info.resolution, 'width': info.width, 'height': info.height,
+        'origin': [o.position.x, o.position.y, o.position.z],
+        'orientation': [o.orientation.x, o.orientation.y, o.orientation.z, o.orientation.w],
+        'min': int(data.min()), 'max': int(data.max()),
+        'known': int((data >= 0).sum()), 'values': sorted({int(v) for v in np.unique(data)})}
+    x, y, _ = drive.state_at(drive.start_ns + stamp - start_ns)
+    size_x, size_y = info.width * info.resolution, info.height * info.resolution
+    out['robot'] = [x, y]
+    out['robot_from_centre'] = [x - (o.position.x + size_x / 2), y - (o.position.y + size_y / 2)]
+    cloud = clouds.get(stamp)
+    if cloud is not None:
+        points = cloud_array(cloud).reshape(-1)
+        inv = 1.0 / info.resolution
+        col = np.floor(points['x'].astype(np.float64) * inv) - round(o.position.x * inv)
+        row = np.floor(points['y'].astype(np.float64) * inv) - round(o.position.y * inv)
+        inside = (col >= 0) & (col < info.width) & (row >= 0) & (row < info.height)
+        values = data[row[inside].astype(int), col[inside].astype(int)]
+        out['cloud'] = {'points': len(points), 'in_window': int(inside.sum()),
+                        'on_known_cells': int((values >= 0).sum())}
+    return out
+
+
+def scenario_world(args: argparse.Namespace) -> dict[str, Any]:
+    """cost_map_node with camera_pose (drive_sim's), cloud_frame odom and the grid's defaults,
+    fed a drive_sim drive (RingTerrain, WORLD_CAMERA at 10 Hz) in real time with camera_info,
+    odometry and a few oracle patch masks (the bank fills, the cost is known). Nobody
+    subscribes to cost_cloud or cost_grid until WORLD_SUBSCRIBE_S (the node must compute
+    nothing: its /diagnostics just before), then the probe does; at the end a second grid
+    subscriber joins late. Then a second node without camera_pose and without tf2_ros: the
+    cost image goes on, the world outputs are skipped and counted."""
+    from contrast_semask_train.data import drive_sim
+
+    began = time.monotonic()
+    result: dict[str, Any] = {'node': {}, 'no_extrinsics': {}}
+    pose = '[' + ','.join(repr(float(v)) for v in drive_sim.CAMERA_POSE) + ']'
+    proc = start_node(args, ['-p', f'camera_pose:={pose}', '-p', 'cloud_frame:=odom',
+                             '-p', 'diagnostics_period_s:=0.2'])
+    probe = WorldProbe()
+    try:
+        height, width = WORLD_CAMERA
+        count = int(round(args.seconds * 10))
+        drive = drive_sim.SimDrive(drive_sim.SimDriveSpec(
+            frames=count, height=height, width=width, fps=10.0, seed=0, horizon_s=3.0),
+            RingTerrain())
+        frames = [drive.render(i) for i in range(count)]
+        player = SimDrivePlayer(probe, drive, frames)
+        del player.pubs['imu']
+        player.wait_for_subscribers({'odom': 1, 'camera_info': 1, 'image': 1})
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not (probe.count_subscribers('/patch_cost') and
+                                              probe.count_publishers('/cost_grid')):
+            rclpy.spin_once(probe, timeout_sec=0.05)
+        result['startup_s'] = time.monotonic() - began
+        marks: dict[str, Any] = {}
+
+        def subscribe() -> None:
+            marks['before_subscribing'] = probe.counters()
+            probe.subscribe_world()
+
+        _play_world(probe, player, drive, args.seconds, {WORLD_SUBSCRIBE_S: subscribe})
+        probe.spin_for(0.5)
+        probe.subscribe_late_grid()
+        probe.spin_for(0.6)
+        result['sent'] = dict(player.sent)
+        result['image_stamps'] = [player.start_ns + drive.frame_stamp_ns(i) - drive.start_ns
+                                  for i in range(count)]
+        result['before_subscribing'] = marks.get('before_subscribing', {})
+        result['diagnostics'] = probe.counters()
+        result['cost_stamps'] = sorted(probe.costs)
+        result['clouds'] = [_cloud_summary(m, frames, drive.camera, probe.costs,
+                                           player.start_ns) for m in probe.clouds]
+        by_stamp = {_stamp_ns(m): m for m in probe.clouds}
+        result['grids'] = [_grid_summary(m, drive, by_stamp, player.start_ns)
+                           for m in probe.grids]
+        result['late_grids'] = [_stamp_ns(m) for m in probe.late_grids]
+        result['grid_qos'] = [
+            {'reliability': info.qos_profile.reliability.name,
+             'durability': info.qos_profile.durability.name, 'depth': info.qos_profile.depth}
+            for info in probe.get_publishers_info_by_topic('/cost_grid')]
+    finally:
+        stop_node(proc, result['node'])
+    # a node without extrinsics: camera_pose unset, and no tf2_ros here (or no TF: the same)
+    second = time.monotonic()
+    result['tf2_ros_installed'] = bool(importlib.util.find_spec('tf2_ros'))
+    probe.costs.clear()
+    clouds_before = len(probe.clouds)
+    proc = start_node(args, ['-p', 'diagnostics_period_s:=0.2'])
+    try:
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not (
+                player.pubs['image'].get_subscription_count() and
+                probe.count_publishers('/cost_cloud')):
+            rclpy.spin_once(probe, timeout_sec=0.05)
+        probe.spin_for(0.5)  # the node's side of the matching (cost_cloud: subscriber count)
+        for i in range(15):
+            player.pubs['camera_info'].publish(player._stamped(player.camera_info, i * _NS // 10))
+            player.pubs['image'].publish(player._stamped(player.images[i], i * _NS // 10))
+            probe.spin_for(0.1)
+        probe.spin_for(0.5)
+        out = result['no_extrinsics']
+        out['costs'] = len(probe.costs)
+        out['clouds'] = len(probe.clouds) - clouds_before
+        out['diagnostics'] = probe.counters()
+        out['wall_s'] = time.monotonic() - second
+    finally:
+        stop_node(proc, result['no_extrinsics'])
+        probe.destroy_node()
+    result['wall_s'] = time.monotonic() - began
+    return result
+
+
 def main() -> int:
     refusal = outside_namespace_reason('ros_driver.py')  # DDS must never reach a real network
     if refusal:
@@ -1281,7 +1577,7 @@ def main() -> int:
                         choices=['main', 'params', 'bad_start', 'bag', 'rate', 'qos',
                                  'lifecycle', 'hostile', 'supervision',
                                  'supervision_bad_start', 'supervision_tf',
-                                 'supervised_pair'])
+                                 'supervised_pair', 'world'])
     parser.add_argument('--rates', default='5,10,20,40')
     parser.add_argument('--seconds', type=float, default=3.0)
     parser.add_argument('--size', default='544x1024')
@@ -1302,11 +1598,12 @@ def main() -> int:
         result = scenario_bad_start(args)
     elif args.scenario == 'supervision_bad_start':
         result = scenario_supervision_bad_start(args)
-    elif args.scenario in ('supervision', 'supervision_tf', 'supervised_pair'):
+    elif args.scenario in ('supervision', 'supervision_tf', 'supervised_pair', 'world'):
         rclpy.init()
         try:
             run = {'supervision': scenario_supervision, 'supervision_tf': scenario_supervision_tf,
-                   'supervised_pair': scenario_supervised_pair}[args.scenario]
+                   'supervised_pair': scenario_supervised_pair,
+                   'world': scenario_world}[args.scenario]
             result = run(args)
             result['probe_rclpy'] = metadata.version('ros-rclpy')
         finally:
