@@ -12,7 +12,12 @@ distortion, max_range_m 20:
 - depth / odom, moving: 32FC1 with the cloud frame changing every frame.
 
 The first frame of a camera (undistorting its rays) is reported separately.
-    PYTHONPATH=. .venv/bin/python bench/bench_world.py --section cloud
+
+Section `node`: the cost node's own per-frame path for both outputs, WorldProjector.process
+(the published cloud in the optical frame, and the grid update: the cloud in odom fused into
+the 20 m x 0.1 m rolling grid) plus the grid's occupancy image, with the robot moving 0.1 m
+per frame; `grid` alone: grid.bench_grid (35,000 points per frame).
+    PYTHONPATH=. .venv/bin/python bench/bench_world.py --section cloud node grid
 Prints markdown rows with the hardware; copy them to bench/RESULTS.md.
 """
 
@@ -138,11 +143,42 @@ def bench_cloud(height: int, width: int, stride: int, frames: int, seed: int = 0
     return rows
 
 
+def bench_node(height: int, width: int, stride: int, frames: int, seed: int = 0
+               ) -> tuple[float, float, int, int]:
+    """WorldProjector.process(cloud and grid) + occupancy per frame: median ms, p95 ms, cloud
+    points of the last frame, grid bytes."""
+    from contrast_semask_ros.world.projector import WorldConfig, WorldProjector
+
+    rng = np.random.default_rng(seed)
+    camera = _camera(height, width)
+    T_base_optical = camera_pose_to_optical(0.3, 0.0, 1.0, 0.0, 0.35, 0.0)
+    cost = rng.uniform(0.0, 1.0, (height, width)).astype(np.float32)
+    cost[rng.random((height, width)) < 0.1] = np.nan
+    confidence = rng.uniform(0.0, 1.0, (height, width)).astype(np.float32)
+    projector = WorldProjector(WorldConfig(cloud_stride=stride), T_base_optical)
+    projector.set_camera(camera)
+    ns = 100_000_000  # 10 Hz
+    for k in range(frames + 10):
+        projector.add_odometry(k * ns, pose_from_xyz_rpy((0.1 * k, 0.0, 0.0), (0, 0, 0.01 * k)))
+    times = []
+    out = None
+    for k in range(frames + 5):
+        start = time.perf_counter()
+        out = projector.process(k * ns, cost, confidence, want_cloud=True, want_grid=True)
+        projector.occupancy(k * ns)
+        if k >= 5:
+            times.append((time.perf_counter() - start) * 1e3)
+    points = 0 if out is None or out.cloud is None else len(out.cloud.points)
+    return (float(np.median(times)), float(np.percentile(times, 95)), points,
+            projector.memory_bytes)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format='%(message)s')
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--section', nargs='+', default=['cloud'], choices=['cloud'])
+    parser.add_argument('--section', nargs='+', default=['cloud', 'node', 'grid'],
+                        choices=['cloud', 'node', 'grid'])
     parser.add_argument('--size', default='544x1024', help='cost image HxW')
     parser.add_argument('--stride', type=int, default=4)
     parser.add_argument('--frames', type=int, default=200)
@@ -159,6 +195,18 @@ def main() -> None:
             points_text = '-' if not points else str(points)
             _logger.info('| %s | %dx%d | %d | %s | %.3f | %s | %s |', case, height, width,
                          args.stride, points_text, median, p95_text, hardware())
+    if 'node' in args.section:
+        median, p95, points, nbytes = bench_node(height, width, args.stride, args.frames)
+        _logger.info('| node path: cloud (optical) + grid update + occupancy | %dx%d | %d | '
+                     '%d | %.3f | %.3f | grid %.2f MB |', height, width, args.stride, points,
+                     median, p95, nbytes / 1e6)
+    if 'grid' in args.section:
+        from contrast_semask_ros.world.grid import bench_grid
+
+        result = bench_grid(points=35000)
+        _logger.info('| grid alone: add / to_occupancy (%d points) | - | - | %d | %.3f / %.3f '
+                     '| - | %.2f MB |', result.points, result.points, result.add_ms,
+                     result.occupancy_ms, result.nbytes / 1e6)
 
 
 if __name__ == '__main__':

@@ -35,10 +35,14 @@ if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
 
     from contrast_semask_ros.render import Encoded
+    from contrast_semask_ros.world.cloud import CostCloud
 
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE_TYPE = 'sensor_msgs/msg/CompressedImage'
 MASK_TYPES = (IMAGE_TYPE, 'sensor_msgs/Image')  # ROS 2 and ROS 1 names
+OCCUPANCY_GRID_TYPE = 'nav_msgs/msg/OccupancyGrid'
+OCCUPANCY_GRID_TYPES = (OCCUPANCY_GRID_TYPE, 'nav_msgs/OccupancyGrid')
+POINT_CLOUD_TYPE = 'sensor_msgs/msg/PointCloud2'
 IMAGE_TYPES = (*MASK_TYPES, COMPRESSED_IMAGE_TYPE, 'sensor_msgs/CompressedImage')
 OUTPUT_TOPICS = ('embedding', 'cost', 'confidence', 'cost_overlay')  # under the namespace
 STORAGES = ('mcap', 'sqlite3')
@@ -115,6 +119,37 @@ def serialize_encoded(ts: Typestore, encoded: Encoded, msg_header: Any) -> memor
         step=encoded.width * fmt.channels * fmt.dtype.itemsize,
         data=np.frombuffer(encoded.data, np.uint8))  # rosbags: an ndarray (a view, no copy)
     return ts.serialize_cdr(msg, IMAGE_TYPE)
+
+
+def serialize_occupancy(ts: Typestore, data: np.ndarray, resolution: float,
+                        origin_xy: tuple[float, float], msg_header: Any) -> memoryview:
+    """data (height, width) int8 in OccupancyGrid order (row-major, row r along +y, column c
+    along +x; 0..100, -1 unknown) -> CDR bytes of a nav_msgs/msg/OccupancyGrid whose cell
+    (0, 0) has its lower-left corner at origin_xy (m, in header.frame_id; identity
+    orientation); map_load_time is the header's stamp."""
+    t = ts.types
+    height, width = data.shape
+    origin = t['geometry_msgs/msg/Pose'](
+        position=t['geometry_msgs/msg/Point'](x=float(origin_xy[0]), y=float(origin_xy[1]),
+                                              z=0.0),
+        orientation=t['geometry_msgs/msg/Quaternion'](x=0.0, y=0.0, z=0.0, w=1.0))
+    info = t['nav_msgs/msg/MapMetaData'](map_load_time=msg_header.stamp,
+                                         resolution=float(resolution), width=int(width),
+                                         height=int(height), origin=origin)
+    msg = t[OCCUPANCY_GRID_TYPE](header=msg_header, info=info,
+                                 data=np.ascontiguousarray(data, np.int8).reshape(-1))
+    return ts.serialize_cdr(msg, OCCUPANCY_GRID_TYPE)
+
+
+def serialize_cloud(ts: Typestore, cloud: CostCloud, msg_header: Any) -> memoryview:
+    """A world.cloud.CostCloud -> CDR bytes of a sensor_msgs/msg/PointCloud2 (its layout:
+    x, y, z, cost, confidence float32)."""
+    from contrast_semask_ros.world.cloud import cloud_fields
+
+    t = ts.types
+    msg = t[POINT_CLOUD_TYPE](header=msg_header, data=np.frombuffer(cloud.data, np.uint8),
+                              **cloud_fields(cloud, t['sensor_msgs/msg/PointField']))
+    return ts.serialize_cdr(msg, POINT_CLOUD_TYPE)
 
 
 class BagFormat(NamedTuple):
@@ -326,7 +361,9 @@ def _require_rosbags() -> _Rosbags:
 
 class OutputBag:
     """The replay output: a rosbag2 (mcap, metadata 9) with the camera copy and the pipeline's
-    `<namespace>/{embedding,cost,confidence,cost_overlay}`, all stamped like the input frame."""
+    `<namespace>/{embedding,cost,confidence,cost_overlay}`, all stamped like the input frame;
+    topics added on first use: `patch_cost` masks, the `cost_grid` (OccupancyGrid) and the
+    `cost_cloud` (PointCloud2)."""
 
     def __init__(self, path: Path, camera_topic: str, camera_type: str, namespace: str) -> None:
         _require_rosbags()
@@ -358,12 +395,28 @@ class OutputBag:
     def write_mask(self, log_ns: int, name: str, mask: np.ndarray, stamp_ns: int,
                    frame_id: str) -> None:
         """A 32FC1 mask (H, W) on `<namespace>/<name>` (the topic is added on first use)."""
-        if name not in self._topics:
-            self._topics[name] = self._writer.add_connection(f'{self._namespace}/{name}',
-                                                             IMAGE_TYPE, typestore=self.ts)
-        self._writer.write(self._topics[name], log_ns, serialize_image(
+        self._writer.write(self._topic(name, IMAGE_TYPE), log_ns, serialize_image(
             self.ts, np.ascontiguousarray(mask, np.float32), '32FC1',
             header(self.ts, stamp_ns, frame_id)))
+
+    def write_grid(self, log_ns: int, name: str, data: np.ndarray, resolution: float,
+                   origin_xy: tuple[float, float], stamp_ns: int, frame_id: str) -> None:
+        """An OccupancyGrid (serialize_occupancy) on `<namespace>/<name>`."""
+        self._writer.write(self._topic(name, OCCUPANCY_GRID_TYPE), log_ns, serialize_occupancy(
+            self.ts, data, resolution, origin_xy, header(self.ts, stamp_ns, frame_id)))
+
+    def write_cloud(self, log_ns: int, name: str, cloud: CostCloud, stamp_ns: int,
+                    frame_id: str) -> None:
+        """A cost cloud as a PointCloud2 (serialize_cloud) on `<namespace>/<name>`."""
+        self._writer.write(self._topic(name, POINT_CLOUD_TYPE), log_ns, serialize_cloud(
+            self.ts, cloud, header(self.ts, stamp_ns, frame_id)))
+
+    def _topic(self, name: str, msgtype: str) -> Any:
+        """The connection of `<namespace>/<name>`, added on first use."""
+        if name not in self._topics:
+            self._topics[name] = self._writer.add_connection(f'{self._namespace}/{name}',
+                                                             msgtype, typestore=self.ts)
+        return self._topics[name]
 
     def close(self) -> None:
         self._writer.close()

@@ -6,6 +6,8 @@ error against ground truth, and the `Recorder` that accumulates them frame by fr
     rec.held_out_patch(mask, cost)                     # a withheld patch against the propagation
     rec.ground_truth(cost, truth)                      # per-pixel error on known, labelled pixels
     rec.summary()                                      # the numbers of report.json
+    bev = BevError(); bev.add(fused, truth)            # bird's-eye cells against a cost map
+    mosaic = CellMosaic(0.1); mosaic.add(i, j, cost)   # every cell ever known, its last value
 
 Costs are camera-size float arrays with NaN = unknown (propagated) or unmeasured (masks,
 ground truth). numpy only.
@@ -27,6 +29,9 @@ from contrast_semask_ros.pipeline import FrameResult
 # stages in the order of a frame (patch_ms: adding a patch to the bank, between frames)
 STAGES = ('decode_ms', 'resize_ms', 'infer_ms', 'buffer_ms', 'output_ms', 'encode_write_ms',
           'patch_ms', 'frame_ms')  # total_ms (the pipeline's own total) is recorded too
+
+
+HIGH_COST = 0.5  # bev.high_cost_recall: ground truth at or above this, fused at or above it
 
 
 class RegionError(NamedTuple):
@@ -119,6 +124,109 @@ class GroundTruthError:
             out['mae'] = self.abs_sum / self.pixels
             out['rmse'] = math.sqrt(self.sq_sum / self.pixels)
         return out
+
+
+@dataclass
+class BevError:
+    """The fused cost grid against a ground-truth cost map, cell by cell, summed over every grid
+    output (replay_world: each grid the replay publishes, each of its known cells once), so
+    that it reads like GroundTruthError's per-pixel numbers summed over frames.
+
+    cost_mae / cost_rmse: mean |fused - truth| (root mean square) over the scored cells, those
+    known in the fused grid with a ground-truth cost; high_cost_recall: of the scored cells
+    whose ground truth is >= threshold, the fraction the fused grid also puts >= threshold."""
+
+    threshold: float = HIGH_COST
+    frames: int = 0  # grids scored
+    cells: int = 0  # (cell, grid) pairs scored
+    without_truth: int = 0  # known fused cells with no ground truth (outside the map, -1)
+    abs_sum: float = 0.0
+    sq_sum: float = 0.0
+    high_cells: int = 0  # scored cells with truth >= threshold
+    high_marked: int = 0  # ... that the fused grid marks >= threshold
+
+    def add(self, fused: np.ndarray, truth: np.ndarray) -> None:
+        """fused, truth (N,) costs of one grid's known cells; truth NaN = none there."""
+        self.frames += 1
+        has = np.isfinite(truth)
+        self.without_truth += int(has.size - np.count_nonzero(has))
+        f, t = fused[has].astype(np.float64), truth[has].astype(np.float64)
+        err = f - t
+        self.abs_sum += float(np.abs(err).sum())
+        self.sq_sum += float((err ** 2).sum())
+        self.cells += int(t.size)
+        high = t >= self.threshold
+        self.high_cells += int(np.count_nonzero(high))
+        self.high_marked += int(np.count_nonzero(f[high] >= self.threshold))
+
+    def summary(self) -> dict[str, Any]:
+        """cells, frames, threshold, cells_without_truth; cost_mae, cost_rmse when any cell was
+        scored; high_cost_recall (NaN without high-cost cells) and high_cost_cells."""
+        out: dict[str, Any] = {'frames': self.frames, 'cells': self.cells,
+                               'cells_without_truth': self.without_truth,
+                               'threshold': self.threshold}
+        if self.cells:
+            out['cost_mae'] = self.abs_sum / self.cells
+            out['cost_rmse'] = math.sqrt(self.sq_sum / self.cells)
+        out['high_cost_recall'] = (self.high_marked / self.high_cells if self.high_cells
+                                   else math.nan)
+        out['high_cost_cells'] = self.high_cells
+        return out
+
+
+class CellMosaic:
+    """The last known value of every cell of a fixed lattice (cell (i, j) spans [i, i + 1) x
+    [j, j + 1) times `resolution`) ever given, in TILE x TILE tiles allocated where the robot
+    went: memory follows the area seen, not the bounding box of the drive."""
+
+    TILE = 256
+
+    def __init__(self, resolution: float) -> None:
+        self.resolution = float(resolution)
+        self.tiles: dict[tuple[int, int], np.ndarray] = {}  # (ti, tj) -> TILE, TILE float32
+
+    def add(self, i: np.ndarray, j: np.ndarray, values: np.ndarray) -> None:
+        """Cells (i, j) (N,) int64 lattice indices take values (N,)."""
+        if not i.size:
+            return
+        ti, tj = i >> 8, j >> 8  # floor division by TILE (256), negatives included
+        keys = np.unique(np.stack([ti, tj], 1), axis=0)
+        for a, b in keys.tolist():
+            sel = (ti == a) & (tj == b)
+            tile = self.tiles.get((a, b))
+            if tile is None:
+                tile = self.tiles[(a, b)] = np.full((self.TILE, self.TILE), np.nan, np.float32)
+            tile[j[sel] & 255, i[sel] & 255] = values[sel]  # rows along j (+y)
+
+    @property
+    def known_cells(self) -> int:
+        return sum(int(np.count_nonzero(np.isfinite(t))) for t in self.tiles.values())
+
+    @property
+    def area_m2(self) -> float:
+        return self.known_cells * self.resolution ** 2
+
+    def image(self, max_side: int = 4000) -> tuple[np.ndarray, tuple[float, float, float, float]
+                                                   ] | None:
+        """(rows, cols) float32 (NaN unknown; rows along +y) over the tiles' bounding box,
+        every k-th cell so that no side exceeds max_side, and its extent (x0, x1, y0, y1) in
+        metres; None when nothing was added."""
+        if not self.tiles:
+            return None
+        keys = np.array(list(self.tiles))
+        (a0, b0), (a1, b1) = keys.min(0), keys.max(0) + 1
+        n = self.TILE
+        full = np.full(((b1 - b0) * n, (a1 - a0) * n), np.nan, np.float32)
+        for (a, b), tile in self.tiles.items():
+            full[(b - b0) * n:(b - b0 + 1) * n, (a - a0) * n:(a - a0 + 1) * n] = tile
+        rows, cols = np.nonzero(np.isfinite(full))
+        r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        k = max(1, -(-max(r1 - r0, c1 - c0) // max_side))
+        res = self.resolution
+        x0, y0 = (a0 * n + c0) * res, (b0 * n + r0) * res
+        cropped = full[r0:r1:k, c0:c1:k]
+        return cropped, (x0, x0 + cropped.shape[1] * k * res, y0,
+                         y0 + cropped.shape[0] * k * res)
 
 
 def _cost_error(truth: GroundTruthError) -> dict[str, float]:

@@ -1,8 +1,9 @@
 """`cost_map_node`: the thin rclpy adapter over the ROS-free core (README, "ROS 2 node").
 
 Parameters are `params.py`'s table; model, frame buffer, keyframes, bank `pipeline.py`; outputs
-`render.py`; the latest-frame thread `worker.py`; counters `stats.py`. This file only declares,
-subscribes, publishes and logs. The managed variant is `lifecycle_node.py`.
+`render.py`; the latest-frame thread `worker.py`; counters `stats.py`; cost_cloud and cost_grid
+`world_node.py`. This file only declares, subscribes, publishes and logs. The managed variant is
+`lifecycle_node.py`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from contrast_semask_ros.pipeline import Pipeline
 from contrast_semask_ros.render import OUTPUTS, OutputRenderer
 from contrast_semask_ros.stats import BAD_INPUTS, RuntimeStats
 from contrast_semask_ros.worker import LatestWorker
+from contrast_semask_ros.world_node import WorldOutputs, check_values, declare_parameters
+from contrast_semask_ros.world_node import qos as _qos
 
 try:  # rclpy and the messages come from the ROS 2 install; main() says so if they are missing
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from nav_msgs.msg import Odometry
-    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+    from rcl_interfaces.msg import SetParametersResult
     from rclpy.executors import ExternalShutdownException
 
     try:
@@ -34,7 +37,6 @@ try:  # rclpy and the messages come from the ROS 2 install; main() says so if th
     except ImportError:  # Humble
         from rclpy.qos_event import SubscriptionEventCallbacks
     from rclpy.node import Node
-    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
     from std_srvs.srv import Trigger
 
@@ -54,17 +56,14 @@ class _CostMap:
     once, then `_start` (model, topics, worker) and `_stop` (the reverse)."""
 
     def _declare(self) -> None:
-        for p in params.PARAMS:
-            self.declare_parameter(p.name, p.default, ParameterDescriptor(
-                description=p.description, read_only=not p.runtime))
-        self.values = {p.name: self.get_parameter(p.name).value for p in params.PARAMS}
+        self.values = declare_parameters(self, params.PARAMS)  # ConfigError: bad camera_pose
         self.add_on_set_parameters_callback(self._on_set_parameters)  # after the declarations
         self.pipeline: Pipeline | None = None
         self._handles: list[tuple[Any, Any]] = []  # (destroy function, entity) for _stop
         self._active = False
 
     def _start(self) -> None:
-        v = self.values = params.resolve(self.values)  # STARTUP_ERRORS on bad input
+        v = self.values = check_values(params.resolve(self.values))  # STARTUP_ERRORS
         self.pipeline = Pipeline.open(v, reuse_outputs=True)  # preloads bank_load_path
         self.stats, self.renderer = RuntimeStats(), OutputRenderer(v['overlay_max_cost'])
         out_qos = _qos(v['output_qos_depth'], v['output_reliability'])
@@ -88,6 +87,7 @@ class _CostMap:
         self._msgs = {name: Image() for name in self._pubs}  # reused: publish copies them
         self.pub_diag = keep(self.destroy_publisher, self.create_publisher(
             DiagnosticArray, '/diagnostics', 10))
+        self.world = keep(WorldOutputs.close, WorldOutputs(self, v, out_qos, keep))
         for name, action in self.pipeline.bank_services(v['bank_save_path'],
                                                         v['bank_load_path']).items():
             keep(self.destroy_service, self.create_service(
@@ -149,7 +149,9 @@ class _CostMap:
         stamp, (height, width) = codec.header_stamp_ns(msg.header), rgb.shape[:2]
         wanted = {name for name, pub in self._pubs.items()
                   if name == 'cost' or pub.get_subscription_count() > 0}
-        result = self.pipeline.process(rgb, stamp, want_confidence='confidence' in wanted)
+        world = self.world.wanted()  # (cloud, grid) or None: they need the confidence too
+        result = self.pipeline.process(rgb, stamp, want_confidence='confidence' in wanted
+                                       or world is not None)
         processed = time.perf_counter()
         for notice in filter(None, (result.size_change, result.stamp_jump)):  # counted below
             self.get_logger().warn(notice, throttle_duration_sec=THROTTLE_S)
@@ -161,6 +163,8 @@ class _CostMap:
         self.stats.record_frame(result, (decoded - start) * 1e3, (published - processed) * 1e3,
                                 (time.monotonic() - received) * 1e3, (self.get_clock().now()
                                 .nanoseconds - stamp) / 1e9, len(self.pipeline.bank))
+        if world is not None:  # after the image outputs, in this (the worker) thread
+            self.world.process(msg.header, result, world)
 
     def _on_patch(self, msg: Any) -> None:
         result = self.pipeline.add_patch_message(msg)
@@ -168,8 +172,9 @@ class _CostMap:
         if result.problem():
             self.get_logger().warn(result.problem(), throttle_duration_sec=THROTTLE_S)
 
-    def _on_odom(self, msg: Any) -> None:  # only the position is used: keyframes by distance
+    def _on_odom(self, msg: Any) -> None:  # the position: keyframes by distance; the pose:
         self.stats.record_odometry(update := self.pipeline.add_odometry_message(msg))
+        self.world.add_odometry(msg)  # cost_grid (and a cost_cloud in odom), once wanted
         if update.notice:
             self.get_logger().warn(update.notice, throttle_duration_sec=THROTTLE_S)
 
@@ -209,11 +214,6 @@ class CostMapNode(_CostMap, Node):
         self._declare()
         self._start()
         self._active = True
-
-
-def _qos(depth: int, reliability: str) -> QoSProfile:  # reliable or best_effort (params.py)
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, durability=DurabilityPolicy
-                      .VOLATILE, reliability=ReliabilityPolicy[reliability.upper()])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ class Param(NamedTuple):
     type: type  # str, int, float, bool, or list (of `length` floats; 2: a [low, high] range)
     default: Any
     description: str
-    scope: str  # 'model' (opening it), 'pipeline', 'render', 'ros' (node only)
+    scope: str  # 'model' (opening it), 'pipeline', 'render', 'world', 'ros' (node only)
     low: float | None = None  # inclusive bounds, None = unbounded
     high: float | None = None
     choices: tuple[str, ...] = ()
@@ -102,6 +102,44 @@ PARAMS: tuple[Param, ...] = (
     Param('bank_save_path', str, 'prototype_bank.npz', 'where ~/save_bank writes', 'ros'),
     Param('diagnostics_period_s', float, 1.0, 'period of /diagnostics; 0 = none', 'ros',
           low=0.0),
+    # the world outputs, cost_cloud and cost_grid (world/; the node's world_node.py)
+    Param('cloud_frame', str, 'optical', "cost_cloud's frame: optical (the image's frame_id), "
+          'base (base_frame) or odom (grid_frame; needs odometry)', 'world',
+          choices=('optical', 'base', 'odom')),
+    Param('cloud_stride', int, 4, 'cost_cloud and cost_grid sample every cloud_stride-th pixel '
+          'row and column, [1, 64]', 'world', low=1, high=64),
+    Param('cloud_max_range_m', float, 20.0, 'points farther from the camera are dropped (m), '
+          '(0, 1000]', 'world', low=0.0, high=1000.0, low_open=True),
+    Param('cloud_keep_unknown', bool, False, 'cost_cloud keeps unknown-cost points (cost NaN; '
+          'is_dense false)', 'world'),
+    Param('ground_offset', float, 0.0, 'ground plane height in the base frame (m), [-10, 10]',
+          'world', low=-10.0, high=10.0),
+    Param('grid_frame', str, 'odom', "cost_grid's frame_id (and cost_cloud's in odom): the "
+          "odometry's header.frame_id (REP 105)", 'world'),
+    Param('grid_size_m', float, 20.0, 'side of the square cost_grid around the robot (m), a '
+          'whole number of cells, (0, 1000]', 'world', low=0.0, high=1000.0, low_open=True),
+    Param('grid_resolution_m', float, 0.1, 'cost_grid cell side (m), [0.01, 10]', 'world',
+          low=0.01, high=10.0),
+    Param('grid_decay_s', float, 10.0, 'a cell not observed for this long is unknown again '
+          '(s), (0, 3600]', 'world', low=0.0, high=3600.0, low_open=True),
+    Param('grid_tau_s', float, 1.0, "time constant of the decay of a cell's older evidence "
+          '(s), (0, 3600]', 'world', low=0.0, high=3600.0, low_open=True),
+    Param('grid_range_scale_m', float, 5.0, 'an observation weighs confidence / (1 + (range / '
+          'grid_range_scale_m)^2) (m), (0, 1000]', 'world', low=0.0, high=1000.0,
+          low_open=True),
+    Param('grid_rate_hz', float, 2.0, 'cost_grid publish rate in sensor time; 0 = after every '
+          'frame, [0, 100]', 'ros', low=0.0, high=100.0),
+    Param('grid_max_cost', float, 1.0, 'cost shown as 100 in cost_grid, [1e-06, 1e+06]',
+          'world', low=1e-6, high=1e6),
+    Param('publish_grid', bool, False, 'fuse and publish cost_grid without subscribers too '
+          '(else only while subscribed)', 'ros'),
+    Param('camera_pose', list, [], 'camera body frame (camera_link) in base_frame: x, y, z (m), '
+          'roll, pitch, yaw (rad); empty = from TF', 'ros', length=6),
+    Param('base_frame', str, 'base_link', 'robot base frame (TF extrinsics, cloud_frame base)',
+          'ros'),
+    Param('use_depth', bool, False, "subscribe depth (aligned 16UC1 or 32FC1) and "
+          'depth/camera_info: cost_cloud uses the depth image of the frame (same stamp, else '
+          'the latest within 0.1 s)', 'ros'),
 )
 
 
@@ -248,6 +286,17 @@ def _range_text(param: Param) -> str:
     low = '-inf' if param.low is None else f'{param.low:g}'
     high = 'inf' if param.high is None else f'{param.high:g}'
     return f"{'(' if param.low_open or param.low is None else '['}{low}, {high}]"
+
+
+# the 'world' parameters that are not WorldConfig fields under their own name (world/)
+_WORLD_FIELDS = {'grid_max_cost': 'max_cost', 'grid_frame': None}
+
+
+def world_config_kwargs(values: Mapping[str, Any]) -> dict[str, Any]:
+    """world.projector.WorldConfig's keyword arguments from a resolved parameter dict: every
+    'world' parameter but grid_frame (WorldProjector's own argument)."""
+    return {_WORLD_FIELDS.get(p.name, p.name): values[p.name] for p in PARAMS
+            if p.scope == 'world' and _WORLD_FIELDS.get(p.name, p.name)}
 
 
 TABLE = ParamTable(PARAMS, 'cost_map')

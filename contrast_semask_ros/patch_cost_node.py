@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from contrast_semask_ros.exit_codes import EXIT_BAD_INPUT, EXIT_ENVIRONMENT, one_line
+from contrast_semask_ros.extrinsics_node import TfExtrinsics
 from contrast_semask_ros.params import ConfigError
 from contrast_semask_ros.supervision import ros_io
 from contrast_semask_ros.supervision.geometry import (
@@ -107,7 +108,8 @@ class PatchCostNode(Node):
         if pose is not None:
             self._start_supervisor(camera_pose_to_optical(*pose), 'camera_pose parameter')
         else:
-            self._tf = _TfExtrinsics(self, v['base_frame'])  # ConfigError without tf2_ros
+            self._tf = TfExtrinsics(self, v['base_frame'],  # ConfigError without tf2_ros
+                                    lambda text: self._log('warn', 'tf', text))
             self._tf_timer = self.create_timer(TF_RETRY_S, self._guard('tf', self._lookup_tf))
 
         # sensors: best effort, which matches every publisher; samples DDS lost are counted
@@ -413,37 +415,6 @@ def _warm_up(config: Any) -> None:
             supervisor.add_frame(stamp, camera)
         supervisor.add_imu(stamp, (0.0, 0.0, 9.81 + 0.1 * math.sin(i)), (0.0, 0.0, 0.0, 1.0))
     supervisor.update(int(seconds * 1e9))
-
-
-class _TfExtrinsics:
-    """T_base_optical from TF (tf2_ros, imported here: only this path needs it)."""
-
-    def __init__(self, node: Any, base_frame: str) -> None:
-        try:
-            import tf2_ros
-        except ImportError as err:
-            raise ConfigError(
-                f'camera_pose is not set and tf2_ros cannot be imported ({err}): set camera_pose '
-                '(x, y, z, roll, pitch, yaw of the camera body frame in the base frame, e.g. '
-                '-p camera_pose:=[0.3,0.0,1.0,0.0,0.35,0.0]) or install tf2_ros '
-                '(ros-$ROS_DISTRO-tf2-ros-py) to read the extrinsics from TF') from None
-        self.node, self.base_frame = node, base_frame
-        self.exception = tf2_ros.TransformException
-        self.buffer = tf2_ros.Buffer()
-        self.listener = tf2_ros.TransformListener(self.buffer, node)
-
-    def lookup(self, camera_frame: str) -> np.ndarray | None:
-        """The camera optical frame's pose in the base frame, None (warned) until TF has it."""
-        from rclpy.time import Time
-
-        try:
-            transform = self.buffer.lookup_transform(self.base_frame, camera_frame, Time())
-        except self.exception as err:
-            self.node._log('warn', 'tf', f'extrinsics: no TF {self.base_frame} -> '
-                           f'{camera_frame} yet ({one_line(err)}); retrying. Setting '
-                           'camera_pose instead skips TF')
-            return None
-        return ros_io.transform_to_pose(transform)
 
 
 def main(argv: list[str] | None = None) -> int:

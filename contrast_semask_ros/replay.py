@@ -19,7 +19,10 @@ overrides the file. OUT gets, written atomically (a temporary directory renamed 
   the propagated cost in its regions: MAE, RMSE, Spearman), coverage of known pixels and bank
   size over time, per-pixel error against a ground-truth cost topic when the bag has one,
   skipped messages by reason (also logged at the end at WARNING), how the bag was read;
-- `latency.png`, `coverage.png`, `held_out.png`, `contact_sheet.png`.
+- `latency.png`, `coverage.png`, `held_out.png`, `contact_sheet.png`;
+- with the cost grid (`--grid`, on by default with odometry) `<ns>/cost_grid` in the bag (and
+  `<ns>/cost_cloud` with `--cloud`), report.json's `world` and `bev` (the grid scored against
+  the bag's ground-truth cost map, if any) and `bev.png` (replay_world).
 Exit codes (EXIT_*): 0 ok; 2 bad usage or input (a bag, topic or model that cannot be read, no
 image frame replayed, bad settings, an existing --out), one line naming what the bag has;
 3 an environment problem (a missing optional package such as rosbags or onnxruntime, a full
@@ -41,7 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from contrast_semask_ros import bagio, codec, params
+from contrast_semask_ros import bagio, codec, params, replay_world
 from contrast_semask_ros.atomic import atomic_directory, clean_stale
 from contrast_semask_ros.backends import BackendError
 from contrast_semask_ros.engine_spec import EngineSpecError
@@ -61,6 +64,7 @@ from contrast_semask_ros.replay_supervision import (
     SupervisionSetup,
     SupervisionTopics,
 )
+from contrast_semask_ros.replay_world import WorldOptionError, WorldSetup
 from contrast_semask_ros.report import ContactSheet, build_report, summarize, write_report
 from contrast_semask_ros.supervision import params as supervision_params
 from contrast_semask_ros.supervision.supervisor import SIGNALS
@@ -79,17 +83,20 @@ class ReplayResult(NamedTuple):
     report: dict[str, Any]  # what report.json holds (main adds 'model' and 'params')
     recorder: Recorder  # the per-frame numbers, for the plots
     sheet: ContactSheet  # the sampled frames, for contact_sheet.png
+    bev: replay_world.BevPlot | None = None  # the cost grid's picture, for bev.png
 
 
 def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
            patch_topic: str | None, gt_topic: str | None = None, hold_out_every: int = 0,
            realtime: bool = False, namespace: str = '/cost_map', progress: bool = True,
-           max_cost: float = 1.0, supervision: SupervisionSetup | None = None) -> ReplayResult:
+           max_cost: float = 1.0, supervision: SupervisionSetup | None = None,
+           world: WorldSetup | None = None) -> ReplayResult:
     """Replay `bag` through `pipeline` in log-time order, writing the output bag to
     `out_dir/replay_bag`; the patch costs come from `patch_topic` or, with `supervision`, from
     the bag's IMU and odometry (replay_supervision). Every `hold_out_every`-th patch (or label)
-    with a frame is scored instead of learnt. Returns the report and what the plots need
-    (`report.write_report` writes them). BagError when no image frame could be replayed."""
+    with a frame is scored instead of learnt. With `world`, the cost grid and cloud of each
+    frame (replay_world). Returns the report and what the plots need (`report.write_report`
+    writes them). BagError when no image frame could be replayed."""
     if hold_out_every < 0:
         raise ReplayError(f'--hold-out-every must be >= 0 (0 = none), got {hold_out_every}')
     if (patch_topic is None) == (supervision is None):
@@ -97,12 +104,15 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
     with bagio.InputBag(bag) as reader:
         cams = reader.connections(image_topic, 'image', bagio.IMAGE_TYPES)
         wanted = [*cams, *_connections(reader, patch_topic, gt_topic, supervision)]
+        world, world_connections = (replay_world.open_world(world, reader, supervision is not None)
+                                    if world is not None else (None, []))
+        wanted = list({id(c): c for c in [*wanted, *world_connections]}.values())  # once each
         compressed = 'Compressed' in cams[0].msgtype
         camera_type = cams[0].msgtype if reader.is_ros2 else bagio.IMAGE_TYPE
         with bagio.OutputBag(out_dir / 'replay_bag', image_topic, camera_type,
                              namespace) as outputs:
             run = _Run(pipeline, outputs, hold_out_every, max_cost, ros1=not reader.is_ros2,
-                       supervision=supervision)
+                       supervision=supervision, world=world)
             clock = _Clock(realtime)
             read = _feed(reader, wanted, run, clock, (patch_topic, gt_topic), compressed,
                          progress)
@@ -114,7 +124,13 @@ def replay(bag: Path, pipeline: Pipeline, out_dir: Path, image_topic: str,
                           reader.format._asdict())
     if run.supervised is not None:
         report['supervision'] = run.supervised.summary()
-    return ReplayResult(report, run.rec, run.sheet)
+    bev_plot = None
+    if run.world is not None:
+        report['world'], bev = run.world.summary()
+        if bev is not None:
+            report['bev'] = bev
+            bev_plot = run.world.plot(bag.name)
+    return ReplayResult(report, run.rec, run.sheet, bev_plot)
 
 
 def _connections(reader: bagio.InputBag, patch_topic: str | None, gt_topic: str | None,
@@ -143,6 +159,7 @@ def _feed(reader: bagio.InputBag, wanted: Sequence[Any], run: _Run, clock: _Cloc
     for conn, log_ns, raw in reader.messages(wanted):
         bar.update()
         read[conn.topic] += 1
+        run.log_ns = log_ns
         clock.wait_until(log_ns)
         msg = reader.decode(raw, conn)
         if msg is None:
@@ -151,7 +168,7 @@ def _feed(reader: bagio.InputBag, wanted: Sequence[Any], run: _Run, clock: _Cloc
             run.truth(msg, conn.topic)
         elif conn.topic == patch_topic:
             run.patch(msg)
-        elif run.supervised is not None and conn.topic in run.supervised.topics:
+        elif conn.topic in run.sensor_topics:
             run.raw_sensor(conn.topic, msg, log_ns)
         else:
             run.frame(msg, raw, log_ns, compressed)
@@ -191,8 +208,8 @@ class _Run:
     method per topic."""
 
     def __init__(self, pipeline: Pipeline, outputs: bagio.OutputBag, hold_out_every: int,
-                 max_cost: float, ros1: bool, supervision: SupervisionSetup | None = None
-                 ) -> None:
+                 max_cost: float, ros1: bool, supervision: SupervisionSetup | None = None,
+                 world: WorldSetup | None = None) -> None:
         self.pipeline, self.outputs, self.ros1 = pipeline, outputs, ros1
         self.hold_out_every, self.max_cost = hold_out_every, max_cost
         self.rec = Recorder()
@@ -210,6 +227,10 @@ class _Run:
         self.supervised = (None if supervision is None else
                            SupervisedReplay(supervision, self.truths))
         self.frame_ids: dict[int, str] = {}  # stamp -> camera frame_id, of buffered frames
+        self.world = None if world is None else replay_world.WorldReplay(world, outputs)
+        self.sensor_topics = ((set(supervision.topics) - {None} if supervision else set())
+                              | (self.world.topics if self.world else set()))
+        self.log_ns = 0  # of the message being replayed
 
     def frame(self, msg: Any, raw: bytes, log_ns: int, compressed: bool) -> None:
         start = time.perf_counter()
@@ -237,6 +258,9 @@ class _Run:
             self._score(result.stamp_ns, result.cost, truth)
             self.truths[result.stamp_ns] = truth
         self._keep_buffered(result.stamp_ns, msg.header.frame_id)
+        if self.world is not None:
+            self.world.frame(result.stamp_ns, result.cost, result.confidence,
+                             msg.header.frame_id, log_ns)
         if result.keyframe and self.supervised is not None:
             self.supervised.keyframe(result.stamp_ns)
         if self.pending_patches:
@@ -254,8 +278,12 @@ class _Run:
                 del kept[old]
 
     def raw_sensor(self, topic: str, msg: Any, log_ns: int) -> None:
-        """A self-supervision input; the labels it makes are learnt (or held out) at once and
-        written to the output bag's patch_cost."""
+        """A self-supervision or world input; the labels it makes are learnt (or held out) at
+        once and written to the output bag's patch_cost."""
+        if self.world is not None and topic in self.world.topics:
+            self.world.message(topic, msg, log_ns)
+        if self.supervised is None or topic not in self.supervised.topics:
+            return
         if topic == self.supervised.topics.odom:  # the pipeline's keyframes by distance
             self.pipeline.add_odometry_message(msg)
         for label in self.supervised.message(topic, msg, log_ns):
@@ -280,6 +308,8 @@ class _Run:
     def finish(self, unread: dict[str, int]) -> None:
         """The bag has ended: what is still held has no frame; count what was never read."""
         self._match_patches(final=True)
+        if self.world is not None:
+            self.world.finish(self.log_ns)
         if self.pending_truth:
             self.rec.skip('ground truth without its frame', len(self.pending_truth))
         for topic, n in unread.items():
@@ -429,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--namespace', default='/cost_map', help='of the output topics')
     parser.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     _add_supervision_options(parser)
+    replay_world.add_options(parser)
     return parser
 
 
@@ -439,7 +470,8 @@ def _add_supervision_options(parser: argparse.ArgumentParser) -> None:
         'patch_cost node), over the --supervision-params file')
     group.add_argument('--supervision', choices=SIGNALS, default=None,
                        help='the traversal-cost signal')
-    group.add_argument('--odom-topic', default='/odom', help='nav_msgs/Odometry')
+    group.add_argument('--odom-topic', default=None, help='nav_msgs/Odometry (default '
+                       f'{replay_world.DEFAULT_ODOM_TOPIC}; given: the cost grid is on)')
     group.add_argument('--imu-topic', default='/imu/data', help='sensor_msgs/Imu')
     group.add_argument('--camera-info-topic', default='/camera/camera_info',
                        help='sensor_msgs/CameraInfo of the camera')
@@ -450,7 +482,8 @@ def _add_supervision_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--camera-pose', type=float, nargs=6, default=None,
                        metavar=('X', 'Y', 'Z', 'ROLL', 'PITCH', 'YAW'),
                        help='camera body frame in the base frame (wins over /tf_static)')
-    group.add_argument('--base-frame', default='base_link', help='robot base frame (TF)')
+    group.add_argument('--base-frame', default=None,
+                       help=f'robot base frame (TF) (default {replay_world.DEFAULT_BASE_FRAME})')
     group.add_argument('--footprint-truth-topic', default=None,
                        help="32FC1 masks of the simulator's footprint, for the footprint IoU "
                        '(/ground_truth/patch_cost in contrast-semask-data drive-bag bags)')
@@ -477,9 +510,9 @@ def resolve_supervision(args: argparse.Namespace) -> SupervisionSetup | None:
         else {}
     given = {k: v for k, v in table.cli_values(args).items() if k not in _SHARED}
     values = table.resolve(from_file, given, {'signal': args.supervision})
-    topics = SupervisionTopics(args.odom_topic, args.imu_topic, args.camera_info_topic,
-                               args.cmd_vel_topic, args.tf_static_topic,
-                               args.footprint_truth_topic)
+    topics = SupervisionTopics(args.odom_topic or replay_world.DEFAULT_ODOM_TOPIC,
+                               args.imu_topic, args.camera_info_topic, args.cmd_vel_topic,
+                               args.tf_static_topic, args.footprint_truth_topic)
     if args.truth_costs and not args.ground_truth_topic:
         raise ReplayError('--truth-costs needs --ground-truth-topic')
     if args.supervision in ('velocity', 'both') and not args.cmd_vel_topic:
@@ -487,7 +520,8 @@ def resolve_supervision(args: argparse.Namespace) -> SupervisionSetup | None:
                           'commanded speed)')
     pose = tuple(args.camera_pose) if args.camera_pose else None
     return SupervisionSetup(supervision_params.config_from_values(values), topics,
-                            table.check('camera_pose', pose or ()) or None, args.base_frame,
+                            table.check('camera_pose', pose or ()) or None,
+                            values.get('base_frame') or replay_world.DEFAULT_BASE_FRAME,
                             args.truth_costs)
 
 
@@ -515,18 +549,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         values = resolve_params(args)
         supervision = resolve_supervision(args)
+        world = replay_world.setup_from_args(args, values, supervision)
         with (atomic_directory(args.out, args.overwrite) as tmp,
               contextlib.closing(Pipeline.open(values)) as pipeline):
             result = replay(args.bag, pipeline, tmp, args.image_topic, args.patch_cost_topic,
                             args.ground_truth_topic, args.hold_out_every, args.realtime,
                             args.namespace, progress=not args.no_progress,
-                            max_cost=values['overlay_max_cost'], supervision=supervision)
+                            max_cost=values['overlay_max_cost'], supervision=supervision,
+                            world=world)
             report = {**result.report, 'model': str(args.model),
                       'params': {p.name: values[p.name] for p in params.PARAMS
                                  if p.scope in SCOPES}}
-            write_report(tmp, report, result.recorder, result.sheet)
+            write_report(tmp, report, result.recorder, result.sheet, result.bev)
     except (bagio.BagError, ReplayError, ConfigError, BackendError, EngineSpecError,
-            OSError, ImportError) as err:
+            WorldOptionError, OSError, ImportError) as err:
         _logger.error('%s: %s', type(err).__name__, ' '.join(str(err).splitlines()))
         return exit_code(err)
     _logger.info('wrote %s: %s', args.out, summarize(report))

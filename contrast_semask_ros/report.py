@@ -2,7 +2,7 @@
 
     report = build_report(bag, pipeline, recorder, wall_s, realtime=False, max_cost=1.0)
     write_report(out_dir, report, recorder, sheet)   # report.json + latency/coverage/held_out.png
-    print(summarize(report))                         #   + contact_sheet.png
+    print(summarize(report))                         #   + contact_sheet.png (+ bev.png)
 
 matplotlib and OpenCV are imported only when writing (a robot replaying without plots needs
 neither to import this module).
@@ -15,12 +15,15 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
 from contrast_semask_ros.metrics import STAGES, Recorder
 from contrast_semask_ros.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from contrast_semask_ros.replay_world import BevPlot
 
 SHEET_FRAMES = 6  # rows of the contact sheet
 
@@ -88,8 +91,9 @@ def build_report(bag: Path, pipeline: Pipeline, rec: Recorder, wall_s: float,
 
 
 def write_report(out_dir: Path, report: dict[str, Any], rec: Recorder,
-                 sheet: ContactSheet) -> None:
-    """report.json, latency.png, coverage.png, held_out.png and contact_sheet.png."""
+                 sheet: ContactSheet, bev: BevPlot | None = None) -> None:
+    """report.json, latency.png, coverage.png, held_out.png and contact_sheet.png; bev.png
+    with the cost grid's picture (write_bev)."""
     (out_dir / 'report.json').write_text(json.dumps(report, indent=2, default=str))
     import matplotlib
 
@@ -101,6 +105,8 @@ def write_report(out_dir: Path, report: dict[str, Any], rec: Recorder,
         fig.tight_layout()
         fig.savefig(out_dir / f'{name}.png', dpi=100)
         plt.close(fig)
+    if bev is not None:
+        write_bev(out_dir / 'bev.png', bev)
     image = sheet.image()
     if image is not None:
         import cv2
@@ -152,6 +158,53 @@ def _held_out(plt: Any, report: dict[str, Any], rec: Recorder) -> Any:
     return fig
 
 
+def write_bev(path: Path, bev: BevPlot) -> None:
+    """The top-down picture of the cost grid: the fused grid at the end beside the ground truth
+    over the same window (top), and the last known value of every cell ever observed beside
+    the ground truth over the same extent (bottom); the path driven on each. Without a ground
+    truth, the fused panels alone. Blue cheap, red costly, grey unknown."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    panels = [('fused grid at the end', bev.final, bev.final_extent),
+              ('every cell observed (its last value)', bev.mosaic, bev.mosaic_extent)]
+    columns = 2 if bev.truth is not None else 1
+    fig, axes = plt.subplots(2, columns, figsize=(6 * columns, 11), squeeze=False,
+                             layout='constrained')
+    cmap = matplotlib.colormaps['coolwarm'].with_extremes(bad='0.85')
+    image = None
+    for row, (title, values, extent) in enumerate(panels):
+        ax = axes[row][0]
+        if values is not None:
+            image = ax.imshow(values, origin='lower', extent=extent, cmap=cmap, vmin=0,
+                              vmax=bev.max_cost, interpolation='nearest')
+        ax.set_title(title)
+        if bev.truth is not None:
+            truth = axes[row][1]
+            data = bev.truth.data
+            k = max(1, -(-max(data.shape) // 4000))  # at most 4000 cells a side
+            shown = np.where(data[::k, ::k] >= 0, data[::k, ::k] / 100.0, np.nan)
+            truth.imshow(shown, origin='lower', extent=bev.truth.extent, cmap=cmap, vmin=0,
+                         vmax=bev.max_cost, interpolation='nearest')
+            truth.set_title('ground truth')
+        for ax in axes[row]:
+            if len(bev.path):
+                ax.plot(bev.path[:, 0], bev.path[:, 1], 'k-', lw=1.2, label='path (odometry)')
+            ax.set_xlim(extent[0], extent[1])
+            ax.set_ylim(extent[2], extent[3])
+            ax.set_aspect('equal')
+            ax.set_xlabel(f'x ({bev.frame_id}, m)')
+            ax.set_ylabel(f'y ({bev.frame_id}, m)')
+    axes[0][0].legend(loc='upper right', fontsize=8)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label='cost')
+    fig.suptitle(bev.title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def summarize(report: dict[str, Any]) -> str:
     """One line: frames, throughput, held-out and ground-truth error, coverage, latency."""
     held, gt = report['held_out'], report['ground_truth']
@@ -167,6 +220,10 @@ def summarize(report: dict[str, Any]) -> str:
     if 'mae' in gt:
         parts.append(f"ground-truth MAE {gt['mae']:.3f} on {gt['known_of_labelled']:.0%} "
                      'of labelled pixels')
+    if bev := report.get('bev'):
+        parts.append(f"cost grid: {bev['coverage_m2']:.0f} m^2 observed" + (
+            f", BEV MAE {bev['cost_mae']:.3f} over {bev['cells']} cells, high-cost recall "
+            f"{bev['high_cost_recall']:.2f}" if 'cost_mae' in bev else ''))
     if skipped := sum(report.get('skipped', {}).values()):
         parts.append(f'{skipped} messages skipped')
     if sup := report.get('supervision'):

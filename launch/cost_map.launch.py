@@ -27,7 +27,8 @@ def generate_launch_description() -> LaunchDescription:
     cost_map_params = [LaunchConfiguration('params_file'),
                        {'model_path': LaunchConfiguration('model_path')}]
     cost_map_remappings = [('image', LaunchConfiguration('image')),
-                           ('patch_cost', LaunchConfiguration('patch_cost'))]
+                           ('patch_cost', LaunchConfiguration('patch_cost')),
+                           ('camera_info', LaunchConfiguration('camera_info'))]
     return LaunchDescription([
         DeclareLaunchArgument('image', default_value='/camera/image_raw',
                               description='camera topic (Image, or CompressedImage with '

@@ -291,13 +291,14 @@ def test_bag_topics_types_and_counts(bag: Any, messages: dict[str, list[Message]
     expected = {T.tf_static: 'tf2_msgs/msg/TFMessage', T.odom: 'nav_msgs/msg/Odometry',
                 T.imu: 'sensor_msgs/msg/Imu', T.cmd_vel: 'geometry_msgs/msg/TwistStamped',
                 T.image: 'sensor_msgs/msg/Image', T.camera_info: 'sensor_msgs/msg/CameraInfo',
-                T.ground_truth: 'sensor_msgs/msg/Image', T.patch_cost: 'sensor_msgs/msg/Image'}
+                T.ground_truth: 'sensor_msgs/msg/Image', T.patch_cost: 'sensor_msgs/msg/Image',
+                T.cost_grid: 'nav_msgs/msg/OccupancyGrid'}
     assert bag.topics == expected
     assert {topic: ms[0].msgtype for topic, ms in messages.items()} == expected
     samples = (END_NS - START_NS) // 5_000_000 + 1  # 200 Hz over the drive
     counts = {T.tf_static: 1, T.odom: -(-samples // 4), T.imu: samples,
               T.cmd_vel: -(-samples // 10), T.image: FRAMES, T.camera_info: FRAMES,
-              T.ground_truth: FRAMES, T.patch_cost: FRAMES}
+              T.ground_truth: FRAMES, T.patch_cost: FRAMES, T.cost_grid: 1}
     assert {topic: len(ms) for topic, ms in messages.items()} == counts
     assert bag.messages == counts and (bag.frames, bag.patches) == (FRAMES, FRAMES)
     assert bag.duration_s == pytest.approx((END_NS - START_NS) / 1e9)
@@ -340,7 +341,8 @@ def test_tf_static_and_its_qos(bag: Any, messages: dict[str, list[Message]]) -> 
     info = yaml.safe_load((bag.path / 'metadata.yaml').read_text())
     qos = {t['topic_metadata']['name']: t['topic_metadata']['offered_qos_profiles'][0]
            for t in info['rosbag2_bagfile_information']['topics_with_message_count']}
-    assert qos[T.tf_static]['durability'] == 'transient_local' and qos[T.tf_static]['depth'] == 1
+    for latched in (T.tf_static, T.cost_grid):
+        assert qos[latched]['durability'] == 'transient_local' and qos[latched]['depth'] == 1
     assert qos[T.odom]['durability'] == 'volatile'
 
 
@@ -379,6 +381,61 @@ def test_oracle_messages(drive: SimDrive, messages: dict[str, list[Message]]) ->
         patch = codec.image_to_array(m.msg)
         assert np.isfinite(patch).any() and np.isnan(patch).any()
         np.testing.assert_array_equal(patch, drive.oracle(index))
+
+
+def test_ground_truth_cost_grid_message(drive: SimDrive,
+                                        messages: dict[str, list[Message]]) -> None:
+    """/ground_truth/cost_grid: one OccupancyGrid in odom at the start, 0.1 m cells on the
+    lattice, covering the whole driven path with 15 m to spare, each cell rint(100 * cost) of
+    the terrain at its centre, no unknown cell."""
+    (grid,) = messages[T.cost_grid]
+    msg = grid.msg
+    assert grid.log_ns == _stamp_ns(msg) == START_NS and msg.header.frame_id == 'odom'
+    info = msg.info
+    assert info.resolution == pytest.approx(0.1) and info.map_load_time == msg.header.stamp
+    o = info.origin
+    assert (o.position.z, o.orientation.x, o.orientation.y, o.orientation.z,
+            o.orientation.w) == (0, 0, 0, 0, 1)
+    x0, y0 = o.position.x, o.position.y
+    assert x0 / 0.1 == pytest.approx(round(x0 / 0.1)) and y0 / 0.1 == pytest.approx(round(
+        y0 / 0.1))  # on the lattice
+    data = np.asarray(msg.data, np.int8).reshape(info.height, info.width)
+    expected = drive.cost_grid()
+    np.testing.assert_array_equal(data, expected.data)
+    assert (expected.origin_x, expected.origin_y) == pytest.approx((x0, y0))
+    assert set(np.unique(data).tolist()) <= {0, 30, 40, 70, 80}  # -1 nowhere
+    # the whole path inside, at least 15 m from every edge
+    traj = drive.trajectory
+    x1, y1 = x0 + info.width * 0.1, y0 + info.height * 0.1
+    assert x0 <= traj.x.min() - 15 and traj.x.max() + 15 <= x1 + 1e-9
+    assert y0 <= traj.y.min() - 15 and traj.y.max() + 15 <= y1 + 1e-9
+    assert x1 - x0 < traj.x.max() - traj.x.min() + 30.2  # and not much more
+    # the cell under known points holds the terrain's cost there (cell centres: no border)
+    rng = np.random.default_rng(0)
+    cols = rng.integers(0, info.width, 500)
+    rows = rng.integers(0, info.height, 500)
+    x, y = x0 + (cols + 0.5) * 0.1, y0 + (rows + 0.5) * 0.1
+    cost = drive.cost_lut[drive.terrain.classes_at(x, y)]
+    np.testing.assert_array_equal(data[rows, cols], np.rint(100 * cost).astype(np.int8))
+    r, c, inside = expected.cell(traj.x, traj.y)
+    assert inside.all()
+    cell_cost = data[r, c] / 100  # the cells under the path: mostly the path's own cost
+    assert np.mean(np.abs(cell_cost - traj.cost) < 1e-6) > 0.95
+
+
+def test_cost_grid_of_a_known_terrain() -> None:
+    """Bands at x = 3.02: every cell centred before it costs 0, every other 80 (low
+    vegetation); the cell holding a point is floor((p - origin) / 0.1)."""
+    sim = SimDrive(SPEC._replace(frames=2, horizon_s=1.0), terrain=Bands(3.02))
+    grid = sim.cost_grid()
+    centres = grid.origin_x + (np.arange(grid.data.shape[1]) + 0.5) * grid.resolution
+    far = round(100 * YCOR_COST_TABLE[YCOR_CLASSES[LOW_VEGETATION]])
+    np.testing.assert_array_equal(grid.data, np.broadcast_to(
+        np.where(centres < 3.02, 0, far).astype(np.int8), grid.data.shape))
+    row, col, inside = grid.cell(np.array([2.96, 3.04, -1e6]), np.array([0.0, 0.0, 0.0]))
+    assert inside.tolist() == [True, True, False]
+    assert grid.data[row[:2], col[:2]].tolist() == [0, far]
+    assert sim.cost_grid() is grid  # computed once
 
 
 def test_odometry_twist_matches_pose_differences(messages: dict[str, list[Message]]) -> None:
@@ -438,7 +495,7 @@ def test_real_rclpy_deserializes_the_messages(bag: Any) -> None:
     types = {T.odom: nav_msgs.Odometry, T.imu: sensor_msgs.Imu,
              T.cmd_vel: geometry_msgs.TwistStamped, T.image: sensor_msgs.Image,
              T.camera_info: sensor_msgs.CameraInfo, T.ground_truth: sensor_msgs.Image,
-             T.patch_cost: sensor_msgs.Image}
+             T.patch_cost: sensor_msgs.Image, T.cost_grid: nav_msgs.OccupancyGrid}
     try:
         types[T.tf_static] = importlib.import_module('tf2_msgs.msg').TFMessage
     except ImportError:
@@ -457,6 +514,9 @@ def test_real_rclpy_deserializes_the_messages(bag: Any) -> None:
     assert (info.distortion_model, info.height, info.width) == ('plumb_bob', H, W)
     assert decoded[T.image].encoding == 'rgb8'
     assert np.isfinite(codec.image_to_array(decoded[T.patch_cost])).any()
+    grid = decoded[T.cost_grid]
+    assert grid.header.frame_id == 'odom' and len(grid.data) == grid.info.width * \
+        grid.info.height
     if T.tf_static in decoded:
         assert len(decoded[T.tf_static].transforms) == 2
 

@@ -91,15 +91,16 @@ def test_launch_file_declares_described_arguments_and_its_nodes() -> None:
 def test_without_supervision_only_the_unchanged_cost_node_starts() -> None:
     local = _assignments()
     _, (plain, supervised, patch) = _launch_nodes()
-    # none: exactly the cost node of before (same params, same two remappings)
+    # none: the cost node of before (same params; camera_info remapped for cost_grid/cloud)
     assert local[plain['condition'].id] == (
         """IfCondition(PythonExpression(["'", supervision, "' == 'none'"]))""")
     assert local['supervision'] == "LaunchConfiguration('supervision')"
     assert local[ast.unparse(plain['parameters'])] == (
         "[LaunchConfiguration('params_file'), {'model_path': LaunchConfiguration('model_path')}]")
-    assert local[ast.unparse(plain['remappings'])] == (
+    assert local[ast.unparse(plain['remappings'])] == (  # camera_info: the world outputs'
         "[('image', LaunchConfiguration('image')), ('patch_cost', "
-        "LaunchConfiguration('patch_cost'))]")
+        "LaunchConfiguration('patch_cost')), ('camera_info', "
+        "LaunchConfiguration('camera_info'))]")
     # the others only when supervision is not none
     for node in (supervised, patch):
         assert local[node['condition'].id] == (

@@ -61,6 +61,18 @@ Topics and rates (SimTopics, the defaults):
     /ground_truth/cost        sensor_msgs/msg/Image 32FC1    with every image: the terrain cost
                                                              of each ground pixel, NaN on sky
     /ground_truth/patch_cost  sensor_msgs/msg/Image 32FC1    the oracle patch mask of a frame
+    /ground_truth/cost_grid   nav_msgs/msg/OccupancyGrid     once, at the start (transient local,
+                                                             like /tf_static): the terrain cost
+                                                             map seen from above (below)
+
+Ground-truth cost grid (`SimDrive.cost_grid`, for scoring a bird's-eye cost map): frame odom,
+GT_GRID_RESOLUTION_M (0.1 m) cells on the lattice x = i * 0.1, y = j * 0.1 (origin = the
+lower-left corner of cell (0, 0), a multiple of the resolution), covering the bounding box of
+the whole driven path (every trajectory sample, including the drive after the last frame)
+plus GT_GRID_MARGIN_M (15 m) on each side; cell value rint(100 * cost) of the terrain at the
+cell's centre (costs are in [0, 1]: 0, 30, 40, 70, 80), -1 where the terrain has no cost
+(nowhere on the generated Terrain). OccupancyGrid order: row-major, row r along +y, column c
+along +x, identity orientation; stamp and map_load_time = the start stamp.
 
 IMU: linear_acceleration = (dv/dt, v * yaw_rate, 9.81) + vibration + white noise (0.02 m/s^2);
 the vibration is band-limited noise (5 to 25 Hz) on z (a quarter of it on x and y) whose power
@@ -79,8 +91,8 @@ last footprint (at most t_i + horizon_s), when the robot has driven all of it. A
 mask is empty gets no message.
 
 Every sensor message is logged at its header stamp; stamps start at start_stamp_s; messages are
-written in log-time order (at equal times: tf, sensors, camera, oracle). The bag appears
-atomically, like drive_bag.py's.
+written in log-time order (at equal times: tf and cost grid, sensors, camera, oracle). The bag
+appears atomically, like drive_bag.py's.
 
     contrast-semask-data drive-bag bags/drive --frames 150 --size 272x512 --seed 0
 """
@@ -127,6 +139,8 @@ ROBOT_LENGTH = 0.8  # m, footprint along base x
 ROBOT_WIDTH = 0.6  # m, footprint along base y
 HORIZON_S = 10.0  # the oracle mask of a frame: footprints up to this much later ...
 RANGE_M = 8.0  # ... and at most this far from the camera centre
+GT_GRID_RESOLUTION_M = 0.1  # the ground-truth cost grid's cells (m) ...
+GT_GRID_MARGIN_M = 15.0  # ... over the driven path's bounding box plus this on each side
 FAR_M = 30.0  # ground farther from the camera than this is drawn as sky (and has no cost)
 HFOV_DEG = 90.0
 SPEED_LOSS = 0.5  # measured speed = commanded * (1 - SPEED_LOSS * cost), once settled
@@ -180,6 +194,7 @@ class SimTopics(NamedTuple):
     tf_static: str = '/tf_static'  # tf2_msgs/msg/TFMessage
     ground_truth: str = '/ground_truth/cost'  # sensor_msgs/msg/Image 32FC1
     patch_cost: str = '/ground_truth/patch_cost'  # sensor_msgs/msg/Image 32FC1
+    cost_grid: str = '/ground_truth/cost_grid'  # nav_msgs/msg/OccupancyGrid, once
 
 
 DEFAULT_SIM_TOPICS = SimTopics()
@@ -204,6 +219,26 @@ class SimDriveSpec(NamedTuple):
     range_m: float = RANGE_M
     region_m: float = 6.0  # terrain regions' size, m
     topics: SimTopics = DEFAULT_SIM_TOPICS
+
+
+class CostGrid(NamedTuple):
+    """A top-down cost map in odom (the /ground_truth/cost_grid message's content)."""
+
+    data: np.ndarray  # rows, cols int8: rint(100 * cost), -1 without cost; OccupancyGrid order
+    resolution: float  # m per cell
+    origin_x: float  # m: the lower-left corner of cell (row 0, column 0) in odom
+    origin_y: float
+
+    def cell(self, x: np.ndarray | float, y: np.ndarray | float
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, col, inside) of the cells holding odom points (x, y); row and col are
+        clipped into the grid where not inside."""
+        col = np.floor((np.asarray(x, np.float64) - self.origin_x) / self.resolution)
+        row = np.floor((np.asarray(y, np.float64) - self.origin_y) / self.resolution)
+        rows, cols = self.data.shape
+        inside = (col >= 0) & (col < cols) & (row >= 0) & (row < rows)
+        return (np.clip(row, 0, rows - 1).astype(np.int64),
+                np.clip(col, 0, cols - 1).astype(np.int64), inside)
 
 
 class SimDriveSummary(NamedTuple):
@@ -824,6 +859,7 @@ class SimDrive:
         self.imu = self._imu(np.random.default_rng([spec.seed, 2]))
         self._rays = pixel_rays(self.camera)  # H, W, 3
         self._appearance = _Appearance(np.random.default_rng([spec.seed, 3]), self.camera)
+        self._cost_grids: dict[tuple[float, float], CostGrid] = {}
 
     # -- motion ---------------------------------------------------------------------------------
 
@@ -977,6 +1013,33 @@ class SimDrive:
         patch[inside] = cost[inside]
         return patch
 
+    def cost_grid(self, resolution: float = GT_GRID_RESOLUTION_M,
+                  margin_m: float = GT_GRID_MARGIN_M) -> CostGrid:
+        """The ground-truth cost grid (module docstring): the terrain cost at each cell's
+        centre over the driven path's bounding box plus `margin_m`; computed once per
+        (resolution, margin)."""
+        key = (float(resolution), float(margin_m))
+        cached = self._cost_grids.get(key)
+        if cached is not None:
+            return cached
+        traj = self.trajectory
+        i0 = math.floor((traj.x.min() - margin_m) / resolution)
+        i1 = math.ceil((traj.x.max() + margin_m) / resolution)
+        j0 = math.floor((traj.y.min() - margin_m) / resolution)
+        j1 = math.ceil((traj.y.max() + margin_m) / resolution)
+        xs = (np.arange(i0, i1) + 0.5) * resolution  # cols
+        data = np.empty((j1 - j0, i1 - i0), dtype=np.int8)  # rows, cols
+        step = max(1, (1 << 18) // len(xs))  # rows per chunk: about 256 k points
+        for start in range(0, j1 - j0, step):
+            ys = (np.arange(j0 + start, min(j0 + start + step, j1)) + 0.5) * resolution
+            gx, gy = np.meshgrid(xs, ys)
+            cost = self.cost_lut[self.terrain.classes_at(gx, gy)].reshape(gx.shape)
+            data[start:start + len(ys)] = np.where(np.isfinite(cost),
+                                                   np.rint(100.0 * np.nan_to_num(cost)), -1)
+        grid = CostGrid(data, float(resolution), i0 * resolution, j0 * resolution)
+        self._cost_grids[key] = grid
+        return grid
+
     def _check_index(self, index: int) -> None:
         if not 0 <= index < self.spec.frames:
             raise IndexError(f'frame {index} out of range 0..{self.spec.frames - 1}')
@@ -1008,7 +1071,8 @@ def topic_types(spec: SimDriveSpec) -> dict[str, str]:
               else (t.image, bagio.IMAGE_TYPE))
     return dict([(t.tf_static, TF_TYPE), (t.odom, ODOMETRY_TYPE), (t.imu, IMU_TYPE),
                  (t.cmd_vel, TWIST_STAMPED_TYPE), camera, (t.camera_info, CAMERA_INFO_TYPE),
-                 (t.ground_truth, bagio.IMAGE_TYPE), (t.patch_cost, bagio.IMAGE_TYPE)])
+                 (t.ground_truth, bagio.IMAGE_TYPE), (t.patch_cost, bagio.IMAGE_TYPE),
+                 (t.cost_grid, bagio.OCCUPANCY_GRID_TYPE)])
 
 
 class _Messages:
@@ -1038,6 +1102,16 @@ class _Messages:
         transforms = [self._transform(stamp_ns, BASE_FRAME, CAMERA_FRAME, T_body),
                       self._transform(stamp_ns, CAMERA_FRAME, OPTICAL_FRAME, T_BODY_OPTICAL)]
         return [(self.topics.tf_static, self._cdr(self.t[TF_TYPE](transforms=transforms)))]
+
+    def static(self, stamp_ns: int) -> list[tuple[str, memoryview]]:
+        """What is written once, at the start: /tf_static, then the ground-truth cost grid."""
+        return [*self.tf_static(stamp_ns), *self.cost_grid(stamp_ns)]
+
+    def cost_grid(self, stamp_ns: int) -> list[tuple[str, memoryview]]:
+        grid = self.drive.cost_grid()
+        return [(self.topics.cost_grid, bagio.serialize_occupancy(
+            self.ts, grid.data, grid.resolution, (grid.origin_x, grid.origin_y),
+            bagio.header(self.ts, stamp_ns, ODOM_FRAME)))]
 
     def _transform(self, stamp_ns: int, parent: str, child: str, T: np.ndarray) -> Any:
         transform = self.t['geometry_msgs/msg/Transform'](
@@ -1147,7 +1221,7 @@ class _Messages:
 
 class _Event(NamedTuple):
     log_ns: int
-    order: int  # at equal log times: 0 tf_static, 1 sensors, 2 camera, 3 oracle
+    order: int  # at equal log times: 0 tf_static and cost grid, 1 sensors, 2 camera, 3 oracle
     index: int  # trajectory sample or frame index
     make: Callable[[int], list[tuple[str, memoryview]]]  # index -> (topic, CDR bytes)
 
@@ -1157,7 +1231,7 @@ def _events(drive: SimDrive, messages: _Messages) -> Iterator[_Event]:
     spec = drive.spec
     stamps = drive.trajectory.stamp_ns.tolist()
     streams = [
-        iter([_Event(drive.start_ns, 0, drive.start_ns, messages.tf_static)]),
+        iter([_Event(drive.start_ns, 0, drive.start_ns, messages.static)]),
         (_Event(stamp, 1, k, messages.sensors) for k, stamp in enumerate(stamps)),
         (_Event(drive.frame_stamp_ns(i), 2, i, messages.camera) for i in range(spec.frames)),
         iter(sorted(_Event(log_ns, 3, i, messages.oracle) for i, log_ns in (
@@ -1179,13 +1253,14 @@ def _write_bag(bag: Path, drive: SimDrive, progress: bool) -> dict[str, int]:
     typestore = bagio.typestore(spec.version)
     messages = _Messages(typestore, drive)
     counts = dict.fromkeys(topic_types(spec), 0)
+    latched = (spec.topics.tf_static, spec.topics.cost_grid)  # transient local, written once
     with Writer(bag, version=spec.version, storage_plugin=bagio.storage_plugin(
             spec.storage)) as writer, tqdm(total=spec.frames, desc='drive-bag', unit='frame',
                                            disable=not progress, dynamic_ncols=True) as bar:
         connections = {
             topic: writer.add_connection(
                 topic, msgtype, typestore=typestore,
-                offered_qos_profiles=(_transient_local_qos() if topic == spec.topics.tf_static
+                offered_qos_profiles=(_transient_local_qos() if topic in latched
                                       else bagio.reliable_qos()))
             for topic, msgtype in topic_types(spec).items()}
         for event in _events(drive, messages):
