@@ -328,6 +328,8 @@ class BevScorer:
         self.error = BevError(threshold)
         self.mosaic = CellMosaic(resolution)
         self.grids = 0
+        self.image_abs_sum = 0.0  # the cost images' own error on the grid's ground
+        self.image_points = 0
 
     def add(self, occupancy: Occupancy, max_cost: float) -> None:
         i, j, fused = known_cells(occupancy, max_cost)
@@ -337,12 +339,29 @@ class BevScorer:
             res = occupancy.info.resolution
             self.error.add(fused, self.truth.costs_at((i + 0.5) * res, (j + 0.5) * res))
 
+    def add_points(self, points: np.ndarray) -> None:
+        """The points (N, 5: x y z cost confidence, in the grid frame) a frame fused into the
+        grid: their cost against the truth map where they land. Their mean error
+        (`image_cost_mae`) is the cost images' own per-pixel error on the ground the grid
+        covers (the sampled pixels within cloud_max_range_m), the number bev.cost_mae is to
+        be compared with: what the grid adds or loses is the difference."""
+        if self.truth is None or len(points) == 0:
+            return
+        truth = self.truth.costs_at(points[:, 0], points[:, 1])
+        err = np.abs(points[:, 3] - truth)
+        known = np.isfinite(err)
+        self.image_abs_sum += float(err[known].sum())
+        self.image_points += int(known.sum())
+
     def summary(self) -> dict[str, Any]:
         """report.json's `bev`: coverage, and the score when there is a truth."""
         out: dict[str, Any] = {'grids': self.grids, 'coverage_m2': self.mosaic.area_m2,
                                'resolution_m': self.mosaic.resolution}
         if self.truth is not None:
             out.update(self.error.summary())
+            if self.image_points:
+                out['image_cost_mae'] = self.image_abs_sum / self.image_points
+                out['image_points'] = self.image_points
         return out
 
 
@@ -550,6 +569,8 @@ class WorldReplay:
                 self.scorer.truth = None
             self.scorer.add(occupancy, self.config.max_cost)
             self.scorer.truth = self.truth
+            if placed.grid_cloud is not None:
+                self.scorer.add_points(placed.grid_cloud.points)
             self.last_grid = (occupancy.data.copy(), info)
         self.latency_ms.append((time.perf_counter() - start) * 1e3)
 

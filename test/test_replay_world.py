@@ -74,6 +74,7 @@ def _score_truth_images(drive: SimDrive, T_base_optical: np.ndarray | None = Non
                                    want_cloud=False, want_grid=True)
         assert placed.T_odom_base is not None
         scorer.add(projector.occupancy(frame.stamp_ns), 1.0)
+        scorer.add_points(placed.grid_cloud.points)
     return scorer.summary()
 
 
@@ -86,8 +87,11 @@ def test_bev_score_of_the_ground_truth_cost_images_is_small(drive: SimDrive) -> 
     assert bev['cost_mae'] < 0.03, bev
     assert bev['high_cost_recall'] > 0.97 and bev['high_cost_cells'] > 1000
     assert bev['cells_without_truth'] == 0 and bev['coverage_m2'] > 30
+    # the images' own error where their points land: none but the pixels a border crosses
+    assert bev['image_cost_mae'] < 0.01 and bev['image_points'] > 10_000
     wrong = _score_truth_images(drive, camera_pose_to_optical(0.3, 0.0, 1.3, 0.0, 0.35, 0.0))
     assert wrong['cost_mae'] > 3 * bev['cost_mae'] + 0.02, (wrong, bev)
+    assert wrong['image_cost_mae'] > 0.05  # misplaced points land on other terrain
 
 
 def test_cloud_points_land_on_the_simulator_ground_points(drive: SimDrive) -> None:
@@ -218,7 +222,7 @@ def test_report_bev_keys_are_finite_and_comparable(supervised: tuple[Path, dict[
     _, report = supervised
     bev = report['bev']
     for key in ('cost_mae', 'cost_rmse', 'coverage_m2', 'high_cost_recall', 'cells',
-                'threshold'):
+                'threshold', 'image_cost_mae'):
         assert math.isfinite(bev[key]), key
     assert bev['threshold'] == 0.5 and bev['cells'] > 10_000 and bev['frames'] == FRAMES
     assert bev['ground_truth_topic'] == '/ground_truth/cost_grid'

@@ -70,6 +70,7 @@ class WorldFrame(NamedTuple):
     cloud: CostCloud | None  # in the cloud frame; None when not asked or not possible
     grid_points: int  # points fused into the grid (0: not asked, or no pose)
     T_odom_base: np.ndarray | None  # 4, 4 at the frame's stamp; None when unknown
+    grid_cloud: CostCloud | None = None  # the points fused into the grid, in odom
 
 
 class WorldProjector:
@@ -114,13 +115,14 @@ class WorldProjector:
         cloud = None
         if want_cloud:
             cloud = self._cloud(cost, confidence, camera, T_odom_base, depth)
-        fused = 0
+        fused, grid_cloud = 0, None
         if want_grid:
             if T_odom_base is None:
                 self.counters['no_pose'] += 1
             else:
-                fused = self._fuse(stamp_ns, cost, confidence, camera, T_odom_base)
-        return WorldFrame(cloud, fused, T_odom_base)
+                fused, grid_cloud = self._fuse(stamp_ns, cost, confidence, camera,
+                                               T_odom_base)
+        return WorldFrame(cloud, fused, T_odom_base, grid_cloud)
 
     def _cloud(self, cost: np.ndarray, confidence: np.ndarray, camera: CameraModel,
                T_odom_base: np.ndarray | None, depth: tuple[Any, CameraModel] | None
@@ -143,7 +145,7 @@ class WorldProjector:
                                         T_cloud_optical=T_cloud_optical)
 
     def _fuse(self, stamp_ns: int, cost: np.ndarray, confidence: np.ndarray,
-              camera: CameraModel, T_odom_base: np.ndarray) -> int:
+              camera: CameraModel, T_odom_base: np.ndarray) -> tuple[int, CostCloud]:
         T_odom_optical = T_odom_base @ self.T_base_optical
         cloud = self.grid_builder.from_ground(cost, confidence, camera, self.T_base_optical,
                                               ground_z=self.config.ground_offset,
@@ -152,7 +154,7 @@ class WorldProjector:
         self.grid.follow(float(T_odom_base[0, 3]), float(T_odom_base[1, 3]))
         result = self.grid.add(int(stamp_ns), points[:, :2], points[:, 3], points[:, 4],
                                cloud.range_m)
-        return result.fused
+        return result.fused, cloud
 
     def occupancy(self, now_ns: int) -> Occupancy:
         """The grid now: int8 (rows, cols), 0-100 or -1, and its GridInfo."""
