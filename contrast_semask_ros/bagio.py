@@ -15,9 +15,9 @@ the typestore of the bag's ROS distro (`bag_format`).
 
 One place for the choices every writer here makes: the typestore per rosbag2 metadata version
 (`typestore`), the storage plugin by name (`storage_plugin`), the QoS a default rclpy publisher
-offers (`reliable_qos`). rosbags (and yaml, for metadata.yaml) are imported lazily: a robot
-without them still imports this; a replay without them gets an ImportError saying what to
-install.
+offers (`reliable_qos`; `transient_local_qos` for latched topics). rosbags (and yaml, for
+metadata.yaml) are imported lazily: a robot without them still imports this; a replay without
+them gets an ImportError saying what to install.
 """
 
 from __future__ import annotations
@@ -80,6 +80,16 @@ def storage_plugin(name: str) -> Any:
 
 def reliable_qos() -> list[Any]:
     """What a default rclpy publisher offers: reliable, volatile, keep last 10."""
+    return _offered_qos(transient_local=False, depth=10)
+
+
+def transient_local_qos() -> list[Any]:
+    """What a latched publisher (a /tf_static broadcaster, a map) offers: reliable, transient
+    local, keep last 1."""
+    return _offered_qos(transient_local=True, depth=1)
+
+
+def _offered_qos(transient_local: bool, depth: int) -> list[Any]:
     from rosbags.interfaces import (
         Qos,
         QosDurability,
@@ -90,7 +100,8 @@ def reliable_qos() -> list[Any]:
     )
 
     unset = QosTime(0, 0)  # 0 = the rmw default (infinite)
-    return [Qos(QosHistory.KEEP_LAST, 10, QosReliability.RELIABLE, QosDurability.VOLATILE, unset,
+    durability = QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE
+    return [Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, durability, unset,
                 unset, QosLiveliness.AUTOMATIC, unset, False)]
 
 

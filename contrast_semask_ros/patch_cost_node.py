@@ -94,8 +94,7 @@ class PatchCostNode(Node):
         _warm_up(self.config)  # the core's own checks now, not when TF arrives; its imports
         self.supervisor: Supervisor | None = None
         self.extrinsics = 'unknown'
-        self._camera: CameraModel | None = None
-        self._camera_key: tuple[Any, ...] | None = None
+        self._cameras = ros_io.CameraCache()
         self._camera_frame = v['camera_frame']  # '' until a camera_info or keyframe names it
         self._odom_frame = 'odom'
         self._latest: LabelUpdate | None = None
@@ -229,15 +228,11 @@ class PatchCostNode(Node):
         """The camera of a CameraInfo, cached while K, D, size, binning and ROI stay the same;
         None (counted, logged) when it cannot be used: the previous camera stays."""
         try:
-            key = ros_io.camera_info_key(msg)
-            if key != self._camera_key:
-                camera = CameraModel.from_camera_info(msg)
-                self._camera, self._camera_key = camera, key
+            return self._cameras.update(msg)
         except (GeometryError, TypeError, ValueError) as err:
             self.counters['camera_info_invalid'] += 1
             self._log('warn', 'camera_info_invalid', f'camera_info ignored: {one_line(err)}')
             return None
-        return self._camera
 
     def _add_frame(self, msg: Any, camera: CameraModel, announced: bool) -> None:
         if self.supervisor is None:
@@ -259,7 +254,7 @@ class PatchCostNode(Node):
             self._add_frame(msg, camera, announced=False)
 
     def _on_keyframe(self, msg: Any) -> None:
-        camera = self._camera
+        camera = self._cameras.camera
         if camera is None:  # the announcement may carry its own intrinsics
             try:
                 camera = CameraModel.from_camera_info(msg)

@@ -85,6 +85,19 @@ class SupervisionSetup(NamedTuple):
     truth_costs: bool = False  # label costs from the ground truth (same footprints and times)
 
 
+def add_static_transforms(msg: Any, edges: dict[str, tuple[str, np.ndarray]],
+                          counters: Counter[str]) -> None:
+    """A tf2_msgs/TFMessage's transforms into `edges` (child -> (parent, T_parent_child));
+    an invalid one is counted (`invalid_tf`) and skipped."""
+    for tf in msg.transforms:
+        try:
+            T = ros_io.transform_to_pose(tf)
+        except GeometryError:
+            counters['invalid_tf'] += 1
+            continue
+        edges[tf.child_frame_id.lstrip('/')] = (tf.header.frame_id.lstrip('/'), T)
+
+
 def chain_static(edges: dict[str, tuple[str, np.ndarray]], parent: str, child: str
                  ) -> np.ndarray | None:
     """T_parent_child (4, 4) through the static transforms `edges` (child -> (its parent,
@@ -115,6 +128,7 @@ class SupervisedReplay:
         self.edges: dict[str, tuple[str, np.ndarray]] = {}
         self.supervisor: Supervisor | None = None
         self.camera: CameraModel | None = None
+        self.cameras = ros_io.CameraCache()
         self.camera_frame = ''
         self.counters: Counter[str] = Counter()
         self.latency_s: list[float] = []
@@ -133,7 +147,7 @@ class SupervisedReplay:
         """One raw-topic message; the labels it made (IMU messages, once a label is due)."""
         t = self.topics
         if topic == t.tf_static:
-            self._tf(msg)
+            add_static_transforms(msg, self.edges, self.counters)
         elif topic == t.camera_info:
             self._camera_info(msg)
         elif topic == t.odom:
@@ -153,18 +167,9 @@ class SupervisedReplay:
             self.oracle[ros_io.stamp_ns(msg.header)] = np.isfinite(codec.image_to_array(msg))
         return []
 
-    def _tf(self, msg: Any) -> None:
-        for tf in msg.transforms:
-            try:
-                T = ros_io.transform_to_pose(tf)
-            except GeometryError:
-                self.counters['invalid_tf'] += 1
-                continue
-            self.edges[tf.child_frame_id.lstrip('/')] = (tf.header.frame_id.lstrip('/'), T)
-
     def _camera_info(self, msg: Any) -> None:
         try:
-            self.camera = CameraModel.from_camera_info(msg)
+            self.camera = self.cameras.update(msg)
         except GeometryError as err:
             self.counters['invalid_camera_info'] += 1
             _logger.debug('camera_info skipped: %s', err)
@@ -321,4 +326,5 @@ def _upscaled(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return mask if s == 1 else np.repeat(np.repeat(mask, s, axis=0), s, axis=1)
 
 
-__all__ = ['SupervisedReplay', 'SupervisionSetup', 'SupervisionTopics', 'chain_static']
+__all__ = ['SupervisedReplay', 'SupervisionSetup', 'SupervisionTopics', 'add_static_transforms',
+           'chain_static']

@@ -70,6 +70,7 @@ from contrast_semask_ros.replay_supervision import (
     ODOMETRY_TYPES,
     TF_TYPES,
     SupervisionSetup,
+    add_static_transforms,
     chain_static,
 )
 from contrast_semask_ros.supervision import ros_io
@@ -402,7 +403,7 @@ class WorldReplay:
         self.poses = PoseHistory(max_age_s=POSE_AGE_S)
         self.projector: WorldProjector | None = None
         self.camera: CameraModel | None = None
-        self.camera_key: tuple[Any, ...] | None = None
+        self.cameras = ros_io.CameraCache()
         self.camera_frame = ''
         self.odom_frame = 'odom'
         self.needs_pose = bool(setup.grid) or self.config.cloud_frame == 'odom'
@@ -429,7 +430,7 @@ class WorldReplay:
     def _message(self, topic: str, msg: Any) -> None:
         s = self.setup
         if topic == s.tf_static_topic:
-            self._tf(msg)
+            add_static_transforms(msg, self.edges, self.counters)
         elif topic == s.camera_info_topic:
             self._camera_info(msg)
         elif topic == s.odom_topic:
@@ -443,26 +444,16 @@ class WorldReplay:
                 return
             self.truth = self.scorer.truth = truth
 
-    def _tf(self, msg: Any) -> None:
-        for tf in msg.transforms:
-            try:
-                T = ros_io.transform_to_pose(tf)
-            except GeometryError:
-                self.counters['invalid_tf'] += 1
-                continue
-            self.edges[tf.child_frame_id.lstrip('/')] = (tf.header.frame_id.lstrip('/'), T)
-
     def _camera_info(self, msg: Any) -> None:
-        key = ros_io.camera_info_key(msg)
-        if key == self.camera_key:
-            return
         try:
-            self.camera = CameraModel.from_camera_info(msg)
+            camera = self.cameras.update(msg)
         except GeometryError as err:
             self.counters['invalid_camera_info'] += 1
             self.error = f'camera_info: {err}'
             return
-        self.camera_key = key
+        if camera is self.camera:
+            return
+        self.camera = camera
         self.camera_frame = msg.header.frame_id.lstrip('/')
         if self.projector is not None:
             self.projector.set_camera(self.camera)

@@ -141,13 +141,12 @@ class WorldOutputs:
         self.projector: WorldProjector | None = None
         self.extrinsics = 'unknown'
         self.engaged = False  # an output was wanted once: odometry is kept from then on
-        self._camera: CameraModel | None = None
-        self._camera_key: tuple | None = None
+        self._cameras = ros_io.CameraCache()
         self._camera_info: Any = None  # the latest camera_info message, converted when used
         self._checked_info: Any = None  # the last message converted (or refused)
         self._depth: deque[Any] = deque(maxlen=DEPTH_KEEP)  # depth Image messages
         self._depth_info: Any = None
-        self._depth_camera: tuple[tuple, CameraModel] | None = None
+        self._depth_cameras = ros_io.CameraCache()
         self._next_grid_ns: int | None = None  # sensor time the next grid is due
         self._last_grid_ns = -1
         self._tf: TfExtrinsics | None = None
@@ -314,16 +313,14 @@ class WorldOutputs:
         camera); a bad one is counted and logged once, and the previous camera stays."""
         msg = self._camera_info
         if msg is None or msg is self._checked_info:
-            return self._camera
+            return self._cameras.camera
         self._checked_info = msg
         try:
-            key = ros_io.camera_info_key(msg)
-            if key != self._camera_key:
-                self._camera, self._camera_key = CameraModel.from_camera_info(msg), key
+            self._cameras.update(msg)
         except (AttributeError, TypeError, ValueError) as err:  # GeometryError is a ValueError
             self.stats.count('camera_info_invalid')
             self._log('camera_info_invalid', f'camera_info ignored: {one_line(err)}')
-        return self._camera
+        return self._cameras.camera
 
     def _depth_for(self, stamp_ns: int) -> tuple[np.ndarray, CameraModel] | None:
         """The depth image of the frame's stamp, else the latest within DEPTH_SLOP_NS, with
@@ -339,10 +336,7 @@ class WorldOutputs:
             if msg.encoding not in DEPTH_ENCODINGS:
                 raise CloudError(f'depth encoding {msg.encoding!r}; expected 16UC1 (mm) or '
                                  '32FC1 (m), aligned to the colour camera')
-            key = ros_io.camera_info_key(self._depth_info)
-            if self._depth_camera is None or self._depth_camera[0] != key:
-                self._depth_camera = (key, CameraModel.from_camera_info(self._depth_info))
-            return codec.image_to_array(msg), self._depth_camera[1]
+            return codec.image_to_array(msg), self._depth_cameras.update(self._depth_info)
         except (codec.CodecError, AttributeError, TypeError, ValueError) as err:
             self.stats.count('depth_rejected')
             self._log('depth_rejected', f'depth image not used: {one_line(err)}')

@@ -374,18 +374,23 @@ def scenario_params(args: argparse.Namespace, probe: Probe) -> dict[str, Any]:
     return result
 
 
+def run_to_exit(proc: subprocess.Popen) -> dict[str, Any]:
+    """A node that should refuse to start: its exit code and the end of its log (killed after
+    60 s if it did start)."""
+    try:
+        output, _ = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        output, _ = proc.communicate()
+    return {'exit_code': proc.returncode, 'log': output[-3000:]}
+
+
 def scenario_bad_start(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for name, extra in (('missing_model', ['-p', 'model_path:=/nonexistent/model.onnx']),
                         ('size_mismatch', ['-p', 'input_height:=100']),
                         ('bank_too_large', ['-p', 'bank_size:=4096'])):
-        proc = start_node(args, extra)
-        try:
-            output, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        result[name] = {'exit_code': proc.returncode, 'log': output[-3000:]}
+        result[name] = run_to_exit(start_node(args, extra))
     return result
 
 
@@ -890,13 +895,7 @@ def scenario_supervision_bad_start(args: argparse.Namespace) -> dict[str, Any]:
     if result['tf2_ros_installed']:  # then the node waits for TF instead of refusing
         del cases['no_extrinsics']
     for name, extra in cases.items():
-        proc = start_patch_cost_node(extra)
-        try:
-            output, _ = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-        result[name] = {'exit_code': proc.returncode, 'log': output[-3000:]}
+        result[name] = run_to_exit(start_patch_cost_node(extra))
     return result
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
+from bag_messages import read_messages, stamp_ns
 
 from contrast_semask_ros import codec
 from contrast_semask_train.data import drive_bag
@@ -38,23 +39,6 @@ DELAY_NS = 500_000_000
 LAYOUTS = [(storage, version) for storage in ('mcap', 'sqlite3') for version in (8, 9)]
 SUFFIX = {'mcap': '.mcap', 'sqlite3': '.db3'}
 TABLE_COSTS = np.array([YCOR_COST_TABLE[name] for name in YCOR_CLASSES], np.float32)
-
-
-class Message(NamedTuple):
-    topic: str
-    msgtype: str
-    log_ns: int
-    msg: Any
-
-
-def _read(path: Path) -> list[Message]:
-    with rosbags_highlevel.AnyReader([path]) as reader:
-        return [Message(conn.topic, conn.msgtype, log_ns, reader.deserialize(raw, conn.msgtype))
-                for conn, log_ns, raw in reader.messages()]
-
-
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
 
 
 def _reference(seed: int = SEED, frames: int = FRAMES) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -188,7 +172,7 @@ def test_metadata_and_topics(written: dict, storage: str, version: int) -> None:
 @pytest.mark.parametrize(('storage', 'version'), LAYOUTS)
 def test_frames_costs_and_patches_round_trip(written: dict, reference: list, storage: str,
                                              version: int) -> None:
-    messages = _read(written[storage, version].path)
+    messages = read_messages(written[storage, version].path)
     by_topic = {topic: [m for m in messages if m.topic == topic] for topic in (
         DEFAULT_TOPICS.image, DEFAULT_TOPICS.ground_truth, DEFAULT_TOPICS.patch_cost)}
     camera, truth, patches = by_topic.values()
@@ -197,7 +181,7 @@ def test_frames_costs_and_patches_round_trip(written: dict, reference: list, sto
     for i, (rgb, labels) in enumerate(reference):
         stamp = START_NS + i * PERIOD_NS
         for m in (camera[i], truth[i], patches[i]):
-            assert _stamp_ns(m.msg) == stamp
+            assert stamp_ns(m.msg) == stamp
             assert m.msg.header.frame_id == 'camera_optical'
         assert camera[i].log_ns == truth[i].log_ns == stamp
         assert patches[i].log_ns == stamp + DELAY_NS  # arrives half a second later
@@ -260,10 +244,10 @@ def test_real_rclpy_deserializes_the_messages(written: dict, reference: list) ->
         for i in (0, FRAMES - 1):
             image = serialization.deserialize_message(camera[i][2], sensor_msgs.Image)
             assert (image.encoding, image.height, image.width) == ('rgb8', H, W)
-            assert _stamp_ns(image) == START_NS + i * PERIOD_NS
+            assert stamp_ns(image) == START_NS + i * PERIOD_NS
             np.testing.assert_array_equal(codec.image_to_rgb(image), reference[i][0])
             patch = serialization.deserialize_message(patches[i][2], sensor_msgs.Image)
-            assert patch.encoding == '32FC1' and _stamp_ns(patch) == patches[i][1] - DELAY_NS
+            assert patch.encoding == '32FC1' and stamp_ns(patch) == patches[i][1] - DELAY_NS
             values = codec.image_to_array(patch)
             assert np.isfinite(values).any() and np.isnan(values).any()
 
@@ -272,12 +256,12 @@ def test_compressed_camera(tmp_path: Path, reference: list) -> None:
     summary = write_drive_bag(tmp_path / 'bag', SPEC._replace(compressed=True), progress=False)
     assert summary.topics[DEFAULT_TOPICS.compressed_image] == 'sensor_msgs/msg/CompressedImage'
     assert DEFAULT_TOPICS.image not in summary.topics
-    camera = [m for m in _read(summary.path) if m.topic == DEFAULT_TOPICS.compressed_image]
+    camera = [m for m in read_messages(summary.path) if m.topic == DEFAULT_TOPICS.compressed_image]
     assert len(camera) == FRAMES
     for i, (rgb, _) in enumerate(reference):
         msg = camera[i].msg
         assert msg.format == 'rgb8; jpeg compressed bgr8'
-        assert _stamp_ns(msg) == camera[i].log_ns == START_NS + i * PERIOD_NS
+        assert stamp_ns(msg) == camera[i].log_ns == START_NS + i * PERIOD_NS
         decoded = codec.compressed_to_rgb(msg)
         assert decoded.shape == rgb.shape
         error = np.abs(decoded.astype(np.float32) - rgb).mean()
@@ -351,11 +335,11 @@ def test_cli_writes_a_bag(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level('INFO'):
         assert data_main(['drive-bag', *args]) == 0
     assert 'wrote' in caplog.text and '2 frames' in caplog.text
-    messages = _read(out)
+    messages = read_messages(out)
     camera = [m for m in messages if m.topic == DEFAULT_TOPICS.compressed_image]
     patches = [m for m in messages if m.topic == DEFAULT_TOPICS.patch_cost]
     assert codec.compressed_to_rgb(camera[1].msg).shape == (32, 48, 3)
-    assert _stamp_ns(camera[1].msg) == START_NS + 200_000_000  # 5 fps
+    assert stamp_ns(camera[1].msg) == START_NS + 200_000_000  # 5 fps
     assert patches[1].log_ns == START_NS + 500_000_000  # 0.2 s + 0.3 s
     assert data_main(['drive-bag', *args]) == 2  # exists: an error, not a traceback
     assert 'exists' in caplog.text

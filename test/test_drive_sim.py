@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import pytest
+from bag_messages import Message, read_messages, stamp_ns
 
 from contrast_semask_ros import codec
 from contrast_semask_train.data import drive_sim
@@ -49,23 +50,6 @@ FX = W / 2 / math.tan(math.radians(45.0))  # 90 degrees across the image
 CX, CY = (W - 1) / 2, (H - 1) / 2
 
 
-class Message(NamedTuple):
-    topic: str
-    msgtype: str
-    log_ns: int
-    msg: Any
-
-
-def _read(path: Path) -> list[Message]:
-    with rosbags_highlevel.AnyReader([path]) as reader:
-        return [Message(conn.topic, conn.msgtype, log_ns, reader.deserialize(raw, conn.msgtype))
-                for conn, log_ns, raw in reader.messages()]
-
-
-def _stamp_ns(msg: Any) -> int:
-    return msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-
-
 def _by_topic(messages: list[Message]) -> dict[str, list[Message]]:
     out: dict[str, list[Message]] = {}
     for m in messages:
@@ -95,7 +79,7 @@ def bag(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture(scope='module')
 def messages(bag: Any) -> dict[str, list[Message]]:
-    return _by_topic(_read(bag.path))
+    return _by_topic(read_messages(bag.path))
 
 
 # ---- frames and geometry --------------------------------------------------------------------
@@ -305,14 +289,14 @@ def test_bag_topics_types_and_counts(bag: Any, messages: dict[str, list[Message]
     periods = {T.odom: 20_000_000, T.imu: 5_000_000, T.cmd_vel: 50_000_000,
                T.image: 100_000_000}
     for topic, period in periods.items():
-        stamps = np.array([_stamp_ns(m.msg) for m in messages[topic]])
+        stamps = np.array([stamp_ns(m.msg) for m in messages[topic]])
         assert stamps[0] == START_NS and (np.diff(stamps) == period).all(), topic
         assert [m.log_ns for m in messages[topic]] == stamps.tolist()  # logged at the stamp
-    assert _stamp_ns(messages[T.imu][-1].msg) == END_NS
+    assert stamp_ns(messages[T.imu][-1].msg) == END_NS
 
 
 def test_bag_is_in_log_time_order(bag: Any) -> None:
-    everything = _read(bag.path)
+    everything = read_messages(bag.path)
     times = [m.log_ns for m in everything]
     assert times == sorted(times)
     assert everything[0].topic == T.tf_static and times[0] == START_NS
@@ -331,7 +315,7 @@ def test_tf_static_and_its_qos(bag: Any, messages: dict[str, list[Message]]) -> 
     chain = [(t.header.frame_id, t.child_frame_id) for t in tf.msg.transforms]
     assert chain == [('base_link', 'camera_link'), ('camera_link', 'camera_optical_frame')]
     body, optical = tf.msg.transforms
-    assert _stamp_ns(body) == START_NS
+    assert stamp_ns(body) == START_NS
     t, q = body.transform.translation, body.transform.rotation
     assert (t.x, t.y, t.z) == pytest.approx((0.3, 0.0, 1.0))
     assert (q.x, q.y, q.z, q.w) == pytest.approx((0, math.sin(0.175), 0, math.cos(0.175)))
@@ -353,7 +337,7 @@ def test_camera_messages(drive: SimDrive, messages: dict[str, list[Message]]) ->
                                                                  T.ground_truth))
         frame = drive.render(i)
         for m in (image, info, truth):
-            assert _stamp_ns(m.msg) == m.log_ns == stamp
+            assert stamp_ns(m.msg) == m.log_ns == stamp
             assert m.msg.header.frame_id == 'camera_optical_frame'
         assert image.msg.encoding == 'rgb8'
         np.testing.assert_array_equal(codec.image_to_rgb(image.msg), frame.rgb)
@@ -370,10 +354,10 @@ def test_camera_messages(drive: SimDrive, messages: dict[str, list[Message]]) ->
 
 def test_oracle_messages(drive: SimDrive, messages: dict[str, list[Message]]) -> None:
     patches = messages[T.patch_cost]
-    assert sorted(_stamp_ns(m.msg) for m in patches) == [
+    assert sorted(stamp_ns(m.msg) for m in patches) == [
         START_NS + i * 100_000_000 for i in range(FRAMES)]
     for m in patches:
-        stamp = _stamp_ns(m.msg)
+        stamp = stamp_ns(m.msg)
         index = (stamp - START_NS) // 100_000_000
         assert m.log_ns == drive.oracle_log_ns(index)  # its last footprint's stamp
         assert stamp < m.log_ns <= stamp + 10 * 10**9
@@ -390,7 +374,7 @@ def test_ground_truth_cost_grid_message(drive: SimDrive,
     the terrain at its centre, no unknown cell."""
     (grid,) = messages[T.cost_grid]
     msg = grid.msg
-    assert grid.log_ns == _stamp_ns(msg) == START_NS and msg.header.frame_id == 'odom'
+    assert grid.log_ns == stamp_ns(msg) == START_NS and msg.header.frame_id == 'odom'
     info = msg.info
     assert info.resolution == pytest.approx(0.1) and info.map_load_time == msg.header.stamp
     o = info.origin
@@ -527,7 +511,7 @@ def test_other_storage_version_and_compressed(tmp_path: Path) -> None:
     assert summary.topics[T.compressed_image] == 'sensor_msgs/msg/CompressedImage'
     assert T.image not in summary.topics
     assert sorted(p.name for p in summary.path.iterdir()) == ['bag.db3', 'metadata.yaml']
-    messages = _by_topic(_read(summary.path))
+    messages = _by_topic(read_messages(summary.path))
     camera = messages[T.compressed_image]
     assert len(camera) == 2 and camera[1].msg.format == 'rgb8; jpeg compressed bgr8'
     decoded = codec.compressed_to_rgb(camera[1].msg)
@@ -568,12 +552,12 @@ def test_cli_writes_the_sensor_drive_by_default(tmp_path: Path,
         assert data_main(['drive-bag', str(out), '--frames', '2', '--size', '48x64',
                           '--seed', '1', '--no-progress']) == 0
     assert 'simulated drive' in caplog.text and '2 frames' in caplog.text
-    topics = {m.topic for m in _read(out)}
+    topics = {m.topic for m in read_messages(out)}
     assert topics == set(DEFAULT_SIM_TOPICS) - {T.compressed_image}
     assert data_main(['drive-bag', str(tmp_path / 'x'), '--frames', '2', '--size', '48x64',
                       '--patch-delay', '0.3', '--no-progress']) == 2
     assert '--patch-delay applies to --mode patches' in caplog.text
     assert data_main(['drive-bag', str(tmp_path / 'p'), '--mode', 'patches', '--frames', '2',
                       '--size', '48x64', '--no-progress']) == 0
-    assert {m.topic for m in _read(tmp_path / 'p')} == {
+    assert {m.topic for m in read_messages(tmp_path / 'p')} == {
         '/camera/image_raw', '/traversal/patch_cost', '/ground_truth/cost'}

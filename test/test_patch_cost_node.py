@@ -150,7 +150,7 @@ def test_extrinsics_from_tf_are_retried_until_found(tmp_path: Path) -> None:
     """Without camera_pose the node looks base_link -> camera_optical (camera_info's frame) up
     in TF until it is there. tf2_ros is not installable here: a stand-in module with its
     documented API answers after 1.5 s (ros_driver.FAKE_TF2_ROS)."""
-    run = _drive('supervision_tf', tmp_path, '--seconds', '4', domain_id=63)
+    run = _drive('supervision_tf', tmp_path, '--seconds', '6', domain_id=63)
     assert run['exit_code'] == 0 and 'Traceback' not in run['node_log'], run['node_log']
     assert 'no TF base_link -> camera_optical yet' in run['node_log']
     assert 'Setting camera_pose instead skips TF' in run['node_log']

@@ -219,3 +219,14 @@ def test_patch_cost_node_status_levels() -> None:
     assert status_level(True, 200.0, 5.5) == 'WARN'
     assert status_level(True, 0.0, 60.0) == 'OK'  # no IMU: nothing to label, not a fault
     assert status_level(True, 200.0, 4.0) == 'OK'
+
+
+def test_camera_cache_rebuilds_only_when_the_camera_changes():
+    cache = ros_io.CameraCache()
+    first = cache.update(camera_info(0))
+    assert cache.update(camera_info(1)) is first  # the same intrinsics, another stamp
+    other = cache.update(camera_info(2, k00=120.0))
+    assert other is not first and other.K[0, 0] == 120.0
+    with pytest.raises(ValueError):
+        cache.update(camera_info(3, k00=0.0))  # K = 0: refused
+    assert cache.camera is other  # the previous camera stays

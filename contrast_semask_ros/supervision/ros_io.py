@@ -20,7 +20,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from contrast_semask_ros import codec
-from contrast_semask_ros.supervision.geometry import GeometryError, pose_from_xyz_quat
+from contrast_semask_ros.supervision.geometry import (
+    CameraModel,
+    GeometryError,
+    pose_from_xyz_quat,
+)
 from contrast_semask_ros.supervision.labeller import Label
 
 _NS = 1_000_000_000
@@ -139,6 +143,25 @@ def camera_info_key(msg: Any) -> tuple[Any, ...]:
             int(msg.binning_x), int(msg.binning_y),
             tuple(int(getattr(roi, name, 0)) for name in ('x_offset', 'y_offset', 'width',
                                                          'height')))
+
+
+class CameraCache:
+    """The CameraModel of the latest sensor_msgs/CameraInfo, rebuilt only when what it is made
+    of (camera_info_key) changes: cameras publish the same intrinsics with every frame."""
+
+    def __init__(self) -> None:
+        self.camera: CameraModel | None = None
+        self._key: tuple[Any, ...] | None = None
+
+    def update(self, msg: Any) -> CameraModel:
+        """The camera of `msg`. GeometryError (a ValueError), or AttributeError/TypeError for
+        a message without CameraInfo's fields, when it cannot be used: the previous camera
+        stays."""
+        key = camera_info_key(msg)
+        if key != self._key:
+            self.camera = CameraModel.from_camera_info(msg)
+            self._key = key
+        return self.camera
 
 
 def label_to_image(label: Label, frame_id: str) -> ImageFields:

@@ -1048,22 +1048,6 @@ class SimDrive:
 # ---- writing ----------------------------------------------------------------------------------
 
 
-def _transient_local_qos() -> list[Any]:
-    """What a /tf_static broadcaster offers: reliable, transient local, keep last 1."""
-    from rosbags.interfaces import (
-        Qos,
-        QosDurability,
-        QosHistory,
-        QosLiveliness,
-        QosReliability,
-        QosTime,
-    )
-
-    unset = QosTime(0, 0)
-    return [Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-                unset, unset, QosLiveliness.AUTOMATIC, unset, False)]
-
-
 def topic_types(spec: SimDriveSpec) -> dict[str, str]:
     """topic -> message type of the bag `spec` describes, in connection order."""
     t = spec.topics
@@ -1260,7 +1244,7 @@ def _write_bag(bag: Path, drive: SimDrive, progress: bool) -> dict[str, int]:
         connections = {
             topic: writer.add_connection(
                 topic, msgtype, typestore=typestore,
-                offered_qos_profiles=(_transient_local_qos() if topic in latched
+                offered_qos_profiles=(bagio.transient_local_qos() if topic in latched
                                       else bagio.reliable_qos()))
             for topic, msgtype in topic_types(spec).items()}
         for event in _events(drive, messages):
