@@ -128,17 +128,18 @@ class GroundTruthError:
 
 @dataclass
 class BevError:
-    """The fused cost grid against a ground-truth cost map, cell by cell, summed over every grid
-    output (replay_world: each grid the replay publishes, each of its known cells once), so
-    that it reads like GroundTruthError's per-pixel numbers summed over frames.
+    """Fused costs against a ground-truth cost map, summed over the grids of a run so that it
+    reads like GroundTruthError's per-pixel numbers summed over frames. Each add() is one grid:
+    the costs of some of its cells (replay_world: the cells the frame observed, or every known
+    cell of the window) or of points (the cost images' own values where they land).
 
     cost_mae / cost_rmse: mean |fused - truth| (root mean square) over the scored cells, those
-    known in the fused grid with a ground-truth cost; high_cost_recall: of the scored cells
-    whose ground truth is >= threshold, the fraction the fused grid also puts >= threshold."""
+    with a ground-truth cost; high_cost_recall: of the scored cells whose ground truth is >=
+    threshold, the fraction the fused cost also puts >= threshold."""
 
     threshold: float = HIGH_COST
     frames: int = 0  # grids scored
-    cells: int = 0  # (cell, grid) pairs scored
+    cells: int = 0  # (cell or point, grid) pairs scored
     without_truth: int = 0  # known fused cells with no ground truth (outside the map, -1)
     abs_sum: float = 0.0
     sq_sum: float = 0.0
@@ -146,7 +147,7 @@ class BevError:
     high_marked: int = 0  # ... that the fused grid marks >= threshold
 
     def add(self, fused: np.ndarray, truth: np.ndarray) -> None:
-        """fused, truth (N,) costs of one grid's known cells; truth NaN = none there."""
+        """fused, truth (N,) costs of one grid's cells (or points); truth NaN = none there."""
         self.frames += 1
         has = np.isfinite(truth)
         self.without_truth += int(has.size - np.count_nonzero(has))

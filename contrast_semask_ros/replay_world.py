@@ -31,18 +31,28 @@ parameters, where its parameter table has them), else WorldConfig's defaults.
 
 BEV score (report.json `bev`), when the bag has a ground-truth cost map
 (`--ground-truth-grid-topic`, default /ground_truth/cost_grid, an OccupancyGrid in the same
-frame whose value v means cost v / 100, as contrast-semask-data drive-bag writes it): every
+frame whose value v means cost v / 100, as contrast-semask-data drive-bag writes it). Every
 grid the replay makes (each frame with a pose, whether or not `--grid-rate-hz` writes it) is
-scored cell by cell over its known cells (value 0..100: observed and not yet decayed), each
-such cell once per grid; a cell's fused cost is its value / 100 * max_cost (the published
-value, quantised to max_cost / 100), its truth the ground-truth cell holding its centre.
-So the grid is scored as the per-pixel ground-truth error (`ground_truth.mae`) scores the cost
-images, frame by frame over what each frame makes known:
+scored after its frame is fused, cell by cell: a cell's fused cost is its value / 100 *
+max_cost (the published value, quantised to max_cost / 100), its truth the ground-truth cell
+holding its centre. Three sets of cells or points are scored, each summed over the grids:
 
-    cost_mae          mean |fused - truth| over the scored (cell, grid) pairs (cost_rmse alike)
-    cells             the scored (cell, grid) pairs; frames: the grids scored
-    high_cost_recall  of the scored pairs with truth >= threshold (0.5), the fraction whose
-                      fused cost is >= threshold too (high_cost_cells: how many there were)
+    observed  the cells this frame fused observations into (observed_cells), as the grid
+              holds them after the frame: what the frame's image became in the grid. This
+              is the grid's counterpart of the per-pixel image error of the same frames
+              (`ground_truth.mae`), and the score the plain keys give:
+              cost_mae, cost_rmse, cells, high_cost_recall, high_cost_cells, frames
+    window    every known cell of the grid (observed and not yet decayed), each once per
+              grid: what a planner reads, memory included (cells seen up to grid_decay_s
+              ago, with the costs of the model of then): window_cost_mae, window_cost_rmse,
+              window_cells, window_high_cost_recall, window_high_cost_cells
+    image     the points the frame fused (its sampled pixels within cloud_max_range_m), each
+              with its own cost against the truth where it lands: the cost images' own error
+              on the grid's ground, weighted by pixel: image_cost_mae, image_cost_rmse,
+              image_points, image_high_cost_recall, image_high_cost_cells
+
+    high_cost_recall  of the scored cells with truth >= threshold (0.5), the fraction whose
+                      fused cost is >= threshold too
     coverage_m2       area of the distinct cells known in any grid of the run (also without
                       ground truth)
 
@@ -319,50 +329,76 @@ def known_cells(occupancy: Occupancy, max_cost: float
     return i, j, values
 
 
+def observed_cells(occupancy: Occupancy, points: np.ndarray, max_cost: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cells of a grid output that hold at least one of `points` (N, 5: x y z cost
+    confidence in the grid frame, those a frame fused) with a finite cost and a confidence > 0
+    and are known: lattice indices i, j (K,) int64, each cell once, and their fused costs
+    value / 100 * max_cost (K,), as known_cells gives them."""
+    info = occupancy.info
+    fused = np.isfinite(points[:, 3]) & (points[:, 4] > 0)  # N: what the grid fused
+    if not fused.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    i0, j0 = round(info.origin_x / info.resolution), round(info.origin_y / info.resolution)
+    col = np.floor(points[fused, 0] / info.resolution).astype(np.int64) - i0
+    row = np.floor(points[fused, 1] / info.resolution).astype(np.int64) - j0
+    inside = (col >= 0) & (col < info.width) & (row >= 0) & (row < info.height)
+    flat = np.unique(row[inside] * info.width + col[inside])  # K cells, each once
+    values = occupancy.data.reshape(-1)[flat]
+    flat = flat[values >= 0]
+    row, col = np.divmod(flat, info.width)
+    cost = occupancy.data.reshape(-1)[flat].astype(np.float32) * np.float32(max_cost / 100.0)
+    return col + i0, row + j0, cost
+
+
 class BevScorer:
-    """The grid outputs of a run against a TruthGrid (module docstring): BevError over every
-    grid's known cells, and the CellMosaic of every cell ever known (coverage)."""
+    """The grid outputs of a run against a TruthGrid (module docstring, "BEV score"): three
+    BevErrors, summed over the grids of the run: `observed` (the cells each frame fused
+    observations into, as fused after that frame), `window` (every known cell of each grid)
+    and `image` (the points each frame fused, with their own cost); and the CellMosaic of every
+    cell ever known (coverage)."""
 
     def __init__(self, resolution: float, truth: TruthGrid | None = None,
                  threshold: float = HIGH_COST) -> None:
         self.truth = truth
-        self.error = BevError(threshold)
+        self.observed = BevError(threshold)
+        self.window = BevError(threshold)
+        self.image = BevError(threshold)
         self.mosaic = CellMosaic(resolution)
         self.grids = 0
-        self.image_abs_sum = 0.0  # the cost images' own error on the grid's ground
-        self.image_points = 0
 
-    def add(self, occupancy: Occupancy, max_cost: float) -> None:
+    def add(self, occupancy: Occupancy, max_cost: float, points: np.ndarray | None = None
+            ) -> None:
+        """One grid output, after the frame whose `points` (N, 5: x y z cost confidence in
+        the grid frame; None: not known) were fused into it."""
         i, j, fused = known_cells(occupancy, max_cost)
         self.grids += 1
         self.mosaic.add(i, j, fused)
-        if self.truth is not None:
-            res = occupancy.info.resolution
-            self.error.add(fused, self.truth.costs_at((i + 0.5) * res, (j + 0.5) * res))
-
-    def add_points(self, points: np.ndarray) -> None:
-        """The points (N, 5: x y z cost confidence, in the grid frame) a frame fused into the
-        grid: their cost against the truth map where they land. Their mean error
-        (`image_cost_mae`) is the cost images' own per-pixel error on the ground the grid
-        covers (the sampled pixels within cloud_max_range_m), the number bev.cost_mae is to
-        be compared with: what the grid adds or loses is the difference."""
-        if self.truth is None or len(points) == 0:
+        if self.truth is None:
             return
-        truth = self.truth.costs_at(points[:, 0], points[:, 1])
-        err = np.abs(points[:, 3] - truth)
-        known = np.isfinite(err)
-        self.image_abs_sum += float(err[known].sum())
-        self.image_points += int(known.sum())
+        res = occupancy.info.resolution
+        self.window.add(fused, self.truth.costs_at((i + 0.5) * res, (j + 0.5) * res))
+        if points is None:
+            return
+        i, j, fused = observed_cells(occupancy, points, max_cost)
+        self.observed.add(fused, self.truth.costs_at((i + 0.5) * res, (j + 0.5) * res))
+        kept = np.isfinite(points[:, 3]) & (points[:, 4] > 0)
+        self.image.add(points[kept, 3], self.truth.costs_at(points[kept, 0], points[kept, 1]))
 
     def summary(self) -> dict[str, Any]:
-        """report.json's `bev`: coverage, and the score when there is a truth."""
+        """report.json's `bev`: coverage, and the scores when there is a truth (module
+        docstring): the observed cells' keys plain, the window's and the image's prefixed."""
         out: dict[str, Any] = {'grids': self.grids, 'coverage_m2': self.mosaic.area_m2,
                                'resolution_m': self.mosaic.resolution}
-        if self.truth is not None:
-            out.update(self.error.summary())
-            if self.image_points:
-                out['image_cost_mae'] = self.image_abs_sum / self.image_points
-                out['image_points'] = self.image_points
+        if self.truth is None:
+            return out
+        out.update(self.observed.summary())
+        for prefix, error in (('window', self.window), ('image', self.image)):
+            for key, value in error.summary().items():
+                if key not in ('threshold', 'frames'):
+                    out[f'{prefix}_{key}'] = value
+        out['image_points'] = out.pop('image_cells')
+        out.pop('image_cells_without_truth')
         return out
 
 
@@ -558,10 +594,9 @@ class WorldReplay:
             if self.truth is not None and self.truth.frame_id != info.frame_id:
                 self.counters['truth_in_another_frame'] += 1
                 self.scorer.truth = None
-            self.scorer.add(occupancy, self.config.max_cost)
+            self.scorer.add(occupancy, self.config.max_cost, None if placed.grid_cloud is None
+                            else placed.grid_cloud.points)
             self.scorer.truth = self.truth
-            if placed.grid_cloud is not None:
-                self.scorer.add_points(placed.grid_cloud.points)
             self.last_grid = (occupancy.data.copy(), info)
         self.latency_ms.append((time.perf_counter() - start) * 1e3)
 
@@ -614,8 +649,9 @@ class WorldReplay:
             return None
         bev = self.scorer.summary()
         title = (f"{name}: {bev['coverage_m2']:.0f} m^2 observed, " + (
-            f"BEV cost MAE {bev['cost_mae']:.3f} over {bev['cells']} cells x grids, high-cost "
-            f"recall {bev['high_cost_recall']:.2f}" if 'cost_mae' in bev else 'no ground truth'))
+            f"BEV cost MAE {bev['cost_mae']:.3f} (observed cells; whole window "
+            f"{bev['window_cost_mae']:.3f}), high-cost recall {bev['high_cost_recall']:.2f}"
+            if 'cost_mae' in bev else 'no ground truth'))
         data, info = self.last_grid
         final = np.where(data >= 0, data.astype(np.float32) * np.float32(
             self.config.max_cost / 100.0), np.float32(np.nan))
@@ -629,4 +665,5 @@ class WorldReplay:
 
 
 __all__ = ['BevPlot', 'BevScorer', 'TruthGrid', 'WorldOptionError', 'WorldReplay',
-           'WorldSetup', 'add_options', 'known_cells', 'open_world', 'setup_from_args']
+           'WorldSetup', 'add_options', 'known_cells', 'observed_cells', 'open_world',
+           'setup_from_args']

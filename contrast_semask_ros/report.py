@@ -222,8 +222,10 @@ def summarize(report: dict[str, Any]) -> str:
                      'of labelled pixels')
     if bev := report.get('bev'):
         parts.append(f"cost grid: {bev['coverage_m2']:.0f} m^2 observed" + (
-            f", BEV MAE {bev['cost_mae']:.3f} over {bev['cells']} cells, high-cost recall "
-            f"{bev['high_cost_recall']:.2f}" if 'cost_mae' in bev else ''))
+            f", BEV MAE {bev['cost_mae']:.3f} over the {bev['cells']} cells the frames observed"
+            f" (images {bev.get('image_cost_mae', math.nan):.3f} at their points, whole window "
+            f"{bev['window_cost_mae']:.3f}), high-cost recall {bev['high_cost_recall']:.2f}"
+            if 'cost_mae' in bev else ''))
     if skipped := sum(report.get('skipped', {}).values()):
         parts.append(f'{skipped} messages skipped')
     if sup := report.get('supervision'):

@@ -15,7 +15,12 @@ from conftest import TextureModel
 
 from contrast_semask_ros import codec
 from contrast_semask_ros.replay import main as replay_main
-from contrast_semask_ros.replay_world import BevScorer, TruthGrid, known_cells
+from contrast_semask_ros.replay_world import (
+    BevScorer,
+    TruthGrid,
+    known_cells,
+    observed_cells,
+)
 from contrast_semask_ros.supervision.geometry import PLUMB_BOB, CameraModel, camera_pose_to_optical
 from contrast_semask_ros.world.cloud import cloud_array
 from contrast_semask_ros.world.grid import GridInfo, Occupancy
@@ -73,8 +78,7 @@ def _score_truth_images(drive: SimDrive, T_base_optical: np.ndarray | None = Non
         placed = projector.process(frame.stamp_ns, frame.cost, np.ones_like(frame.cost),
                                    want_cloud=False, want_grid=True)
         assert placed.T_odom_base is not None
-        scorer.add(projector.occupancy(frame.stamp_ns), 1.0)
-        scorer.add_points(placed.grid_cloud.points)
+        scorer.add(projector.occupancy(frame.stamp_ns), 1.0, placed.grid_cloud.points)
     return scorer.summary()
 
 
@@ -83,14 +87,19 @@ def test_bev_score_of_the_ground_truth_cost_images_is_small(drive: SimDrive) -> 
     cells a terrain border crosses, and the 0.01 steps of the occupancy values); a camera
     placed 0.3 m too high misplaces the ground and the score says so."""
     bev = _score_truth_images(drive)
-    assert bev['frames'] == FRAMES and bev['cells'] > 50_000
-    assert bev['cost_mae'] < 0.03, bev
-    assert bev['high_cost_recall'] > 0.97 and bev['high_cost_cells'] > 1000
+    assert bev['frames'] == FRAMES and bev['cells'] > 10_000
+    assert bev['window_cells'] > bev['cells']  # the window remembers what frames saw before
+    for prefix in ('', 'window_'):
+        assert bev[f'{prefix}cost_mae'] < 0.03, bev
+        assert bev[f'{prefix}high_cost_recall'] > 0.97, bev
+        assert bev[f'{prefix}high_cost_cells'] > 1000
     assert bev['cells_without_truth'] == 0 and bev['coverage_m2'] > 30
     # the images' own error where their points land: none but the pixels a border crosses
     assert bev['image_cost_mae'] < 0.01 and bev['image_points'] > 10_000
+    assert bev['image_high_cost_recall'] > 0.99
     wrong = _score_truth_images(drive, camera_pose_to_optical(0.3, 0.0, 1.3, 0.0, 0.35, 0.0))
     assert wrong['cost_mae'] > 3 * bev['cost_mae'] + 0.02, (wrong, bev)
+    assert wrong['window_cost_mae'] > 3 * bev['window_cost_mae'] + 0.02, (wrong, bev)
     assert wrong['image_cost_mae'] > 0.05  # misplaced points land on other terrain
 
 
@@ -135,15 +144,49 @@ def test_known_cells_and_truth_lookup() -> None:
                                              np.array([0.25, 0.5, 0.5, 0.25])),
                                [np.nan, 0.6, np.nan, 0.6])
     scorer = BevScorer(0.1, grid)
-    scorer.add(occupancy, 2.0)
+    scorer.add(occupancy, 2.0)  # no points: the whole window only
     bev = scorer.summary()
-    assert bev['cells'] == 3 and bev['cells_without_truth'] == 0
-    assert bev['cost_mae'] == pytest.approx((0.2 + 0.4 + 1.4) / 3)
-    assert bev['high_cost_cells'] == 3 and bev['high_cost_recall'] == pytest.approx(2 / 3)
+    assert 'cost_mae' not in bev and bev['cells'] == 0
+    assert bev['window_cells'] == 3 and bev['window_cells_without_truth'] == 0
+    assert bev['window_cost_mae'] == pytest.approx((0.2 + 0.4 + 1.4) / 3)
+    assert bev['window_high_cost_cells'] == 3
+    assert bev['window_high_cost_recall'] == pytest.approx(2 / 3)
     assert bev['coverage_m2'] == pytest.approx(0.03)
     scorer.add(occupancy, 2.0)  # the same cells again: scored twice, covered once
-    assert scorer.summary()['cells'] == 6 and scorer.summary()['coverage_m2'] == \
+    assert scorer.summary()['window_cells'] == 6 and scorer.summary()['coverage_m2'] == \
         pytest.approx(0.03)
+
+
+def test_observed_cells_are_the_known_cells_holding_fused_points() -> None:
+    """A frame's observed cells: each known cell holding a point with a finite cost and a
+    confidence > 0, once however many points it holds; points outside the window, in unknown
+    cells, with NaN cost or zero confidence observe nothing. Scored against the truth beside
+    the window and the points' own costs."""
+    data = np.full((4, 5), -1, np.int8)  # origin (-0.3, 0.2): cells i -3..1, j 2..5
+    data[1, 2], data[3, 4], data[0, 0] = 40, 100, 20
+    occupancy = Occupancy(data, GridInfo('odom', 0.1, 5, 4, -0.3, 0.2), 3)
+    points = np.array([[-0.05, 0.35, 0, 0.4, 1.0],  # cell (-1, 3): value 40
+                       [-0.01, 0.31, 0, 0.6, 0.5],  # the same cell again
+                       [0.15, 0.55, 0, 1.0, 1.0],  # cell (1, 5): value 100
+                       [-0.25, 0.25, 0, 0.2, 0.0],  # cell (-3, 2) but confidence 0
+                       [-0.25, 0.25, 0, np.nan, 1.0],  # ... NaN cost
+                       [-0.15, 0.25, 0, 0.3, 1.0],  # cell (-2, 2): unknown there
+                       [0.45, 0.25, 0, 0.3, 1.0]], np.float32)  # outside the window
+    i, j, cost = observed_cells(occupancy, points, max_cost=1.0)
+    cells = zip(i.tolist(), j.tolist(), cost.astype(float).round(6).tolist(), strict=True)
+    assert sorted(cells) == [(-1, 3, 0.4), (1, 5, 1.0)]
+    assert observed_cells(occupancy, points[3:5], 1.0)[0].size == 0
+    truth = TruthGrid(np.full((10, 10), 70, np.int8), 0.1, -0.5, 0.2)
+    scorer = BevScorer(0.1, truth)
+    scorer.add(occupancy, 1.0, points)
+    bev = scorer.summary()
+    assert bev['cells'] == 2 and bev['frames'] == 1 and bev['window_cells'] == 3
+    assert bev['cost_mae'] == pytest.approx((0.3 + 0.3) / 2)
+    assert bev['high_cost_cells'] == 2 and bev['high_cost_recall'] == pytest.approx(0.5)
+    # the image's points: the five with a cost and confidence, each with its own cost
+    assert bev['image_points'] == 5
+    assert bev['image_cost_mae'] == pytest.approx((0.3 + 0.1 + 0.3 + 0.4 + 0.4) / 5)
+    assert bev['image_high_cost_recall'] == pytest.approx(2 / 5)
 
 
 # --- the whole replay ------------------------------------------------------------------------
@@ -222,7 +265,8 @@ def test_report_bev_keys_are_finite_and_comparable(supervised: tuple[Path, dict[
     _, report = supervised
     bev = report['bev']
     for key in ('cost_mae', 'cost_rmse', 'coverage_m2', 'high_cost_recall', 'cells',
-                'threshold', 'image_cost_mae'):
+                'threshold', 'image_cost_mae', 'window_cost_mae', 'window_high_cost_recall',
+                'image_high_cost_recall'):
         assert math.isfinite(bev[key]), key
     assert bev['threshold'] == 0.5 and bev['cells'] > 10_000 and bev['frames'] == FRAMES
     assert bev['ground_truth_topic'] == '/ground_truth/cost_grid'
