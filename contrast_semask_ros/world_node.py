@@ -158,7 +158,7 @@ class WorldOutputs:
             CameraInfo, 'camera_info', self._set_camera_info, sensor))
         if self.use_depth:
             keep(node.destroy_subscription, node.create_subscription(
-                Image, 'depth', self._depth.append, qos(DEPTH_KEEP, 'best_effort')))
+                Image, 'depth', self._add_depth, qos(DEPTH_KEEP, 'best_effort')))
             keep(node.destroy_subscription, node.create_subscription(
                 CameraInfo, 'depth/camera_info', self._set_depth_info, sensor))
         self.pub_cloud = keep(node.destroy_publisher, node.create_publisher(
@@ -242,6 +242,11 @@ class WorldOutputs:
 
     def _set_depth_info(self, msg: Any) -> None:
         self._depth_info = msg
+
+    def _add_depth(self, msg: Any) -> None:
+        # a method, not deque.append: rclpy reads the callback's signature, and builtins
+        # without one (deque.append) fail create_subscription
+        self._depth.append(msg)
 
     def add_odometry(self, msg: Any) -> None:
         """The base pose of a nav_msgs/Odometry, kept once an output was wanted."""

@@ -26,7 +26,8 @@ World outputs (test_world_node.py; --model): `world` starts cost_map_node with c
 plays a drive_sim drive (odometry, camera_info, images, a few oracle patch masks) into it in
 real time (`WorldProbe`, `_play_world`), subscribing to cost_cloud and cost_grid only after a
 second; each cloud and grid is summarised against the simulator (`_cloud_summary`,
-`_grid_summary`). Then a node without extrinsics.
+`_grid_summary`). Then a node without extrinsics, and one with use_depth fed aligned depth
+images (`_world_depth`).
 """
 
 from __future__ import annotations
@@ -1286,6 +1287,9 @@ def _pair_summary(result: dict[str, Any]) -> dict[str, Any]:
 WORLD_CAMERA = (96, 160)  # height, width of the simulated camera
 WORLD_SUBSCRIBE_S = 1.0  # drive time at which the probe subscribes to cost_cloud and cost_grid
 WORLD_PATCH_FRAMES = (1, 2, 3, 4, 20, 21, 22)  # frames whose oracle mask is sent 0.25 s later
+WORLD_DEPTH_S = 2.0  # drive time of the node with use_depth
+WORLD_DEPTH_M = 3.0  # the depth images show a wall this far (optical z)
+WORLD_DEPTH_UNKNOWN_ROWS = 8  # ... with no depth in their top rows
 
 
 def _stamp_ns(msg: Any) -> int:
@@ -1310,6 +1314,9 @@ class WorldProbe(Node):
         self.create_subscription(DiagnosticArray, '/diagnostics', self._on_diagnostics, 50)
         self.pub_patch = self.create_publisher(Image, '/patch_cost', QoSProfile(
             depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_depth = self.create_publisher(Image, '/depth', reliable)
+        self.pub_depth_info = self.create_publisher(CameraInfo, '/depth/camera_info', reliable)
 
     def _on_cost(self, msg: Image) -> None:
         self.costs[_stamp_ns(msg)] = codec.image_to_array(msg).astype(np.float32, copy=True)
@@ -1350,11 +1357,26 @@ class WorldProbe(Node):
             rclpy.spin_once(self, timeout_sec=0.02)
 
 
+def _depth_plane(index: int, height: int, width: int) -> tuple[np.ndarray, str]:
+    """Frame `index`'s depth image of a wall WORLD_DEPTH_M in front of the camera (optical z
+    constant), 32FC1 metres for even frames and 16UC1 millimetres for odd ones, its top rows
+    unknown (NaN, 0)."""
+    if index % 2:
+        depth = np.full((height, width), round(WORLD_DEPTH_M * 1000), np.uint16)
+        depth[:WORLD_DEPTH_UNKNOWN_ROWS] = 0
+        return depth, '16UC1'
+    depth = np.full((height, width), WORLD_DEPTH_M, np.float32)
+    depth[:WORLD_DEPTH_UNKNOWN_ROWS] = np.nan
+    return depth, '32FC1'
+
+
 def _play_world(probe: WorldProbe, player: SimDrivePlayer, drive: Any, seconds: float,
-                at: dict[float, Callable[[], None]]) -> None:
+                at: dict[float, Callable[[], None]], depth: bool = False) -> None:
     """Odometry (50 Hz), camera_info and image (10 Hz) of the first `seconds` of `drive` in
     real time from `player` (stamped wall-clock start + drive time), the oracle masks of
-    WORLD_PATCH_FRAMES 0.25 s after their frame, and the calls `at` {drive time: call}."""
+    WORLD_PATCH_FRAMES 0.25 s after their frame, and the calls `at` {drive time: call}. With
+    `depth`, each image is preceded by depth/camera_info (the colour camera's: aligned) and a
+    depth image of the same stamp (_depth_plane)."""
     from contrast_semask_train.data import drive_sim as ds
 
     offsets = drive.trajectory.stamp_ns - drive.start_ns
@@ -1365,6 +1387,8 @@ def _play_world(probe: WorldProbe, player: SimDrivePlayer, drive: Any, seconds: 
     for i in range(len(player.frames)):
         offset = drive.frame_stamp_ns(i) - drive.start_ns
         events += [(offset, 1, 'camera_info', i), (offset, 2, 'image', i)]
+        if depth:
+            events.append((offset, 1, 'depth', i))
         if i in WORLD_PATCH_FRAMES:
             events.append((offset + _NS // 4, 3, 'patch', i))
     events += [(int(t * _NS), 4, 'call', call) for t, call in at.items()]
@@ -1380,6 +1404,12 @@ def _play_world(probe: WorldProbe, player: SimDrivePlayer, drive: Any, seconds: 
             msg = codec.fill_image(Image(), drive.oracle(index), '32FC1', Header(
                 frame_id=ds.OPTICAL_FRAME))
             probe.pub_patch.publish(player._stamped(msg, frame_offset))
+        elif topic == 'depth':
+            image, encoding = _depth_plane(index, player.camera_info.height,
+                                           player.camera_info.width)
+            probe.pub_depth_info.publish(player._stamped(player.camera_info, offset))
+            probe.pub_depth.publish(player._stamped(codec.fill_image(
+                Image(), image, encoding, Header(frame_id=ds.OPTICAL_FRAME)), offset))
         else:
             make = {'odom': player._odometry,
                     'camera_info': lambda i, o: player._stamped(player.camera_info, o),
@@ -1484,7 +1514,8 @@ def scenario_world(args: argparse.Namespace) -> dict[str, Any]:
     subscribes to cost_cloud or cost_grid until WORLD_SUBSCRIBE_S (the node must compute
     nothing: its /diagnostics just before), then the probe does; at the end a second grid
     subscriber joins late. Then a second node without camera_pose and without tf2_ros: the
-    cost image goes on, the world outputs are skipped and counted."""
+    cost image goes on, the world outputs are skipped and counted. Then a third with use_depth
+    and aligned depth images (_world_depth)."""
     from contrast_semask_train.data import drive_sim
 
     began = time.monotonic()
@@ -1561,9 +1592,82 @@ def scenario_world(args: argparse.Namespace) -> dict[str, Any]:
         out['wall_s'] = time.monotonic() - second
     finally:
         stop_node(proc, result['no_extrinsics'])
+    try:
+        result['depth'] = _world_depth(args, probe, drive, frames, pose)
+    finally:
         probe.destroy_node()
     result['wall_s'] = time.monotonic() - began
     return result
+
+
+def _world_depth(args: argparse.Namespace, probe: WorldProbe, drive: Any, frames: list[Any],
+                 pose: str) -> dict[str, Any]:
+    """A node with use_depth (cloud in the optical frame, stride 8) fed the same drive for
+    WORLD_DEPTH_S with aligned depth images of a wall (_depth_plane): its clouds must follow
+    the depth, not the ground plane."""
+    out: dict[str, Any] = {}
+    began = time.monotonic()
+    proc = start_node(args, ['-p', f'camera_pose:={pose}', '-p', 'use_depth:=true',
+                             '-p', 'cloud_stride:=8', '-p', 'diagnostics_period_s:=0.2'])
+    try:
+        player = SimDrivePlayer(probe, drive, frames)
+        del player.pubs['imu']
+        player.wait_for_subscribers({'odom': 1, 'camera_info': 1, 'image': 1})
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not (
+                probe.pub_depth.get_subscription_count() and
+                probe.count_publishers('/cost_cloud') and probe.count_subscribers('/patch_cost')):
+            rclpy.spin_once(probe, timeout_sec=0.05)
+        probe.spin_for(0.5)  # the node's side of the matching (cost_cloud: subscriber count)
+        probe.costs.clear()
+        first = len(probe.clouds)
+        _play_world(probe, player, drive, WORLD_DEPTH_S, {}, depth=True)
+        probe.spin_for(0.5)
+        camera = drive.camera
+        out['clouds'] = [_depth_cloud_summary(m, camera, probe.costs, player.start_ns)
+                         for m in probe.clouds[first:]]
+        out['diagnostics'] = probe.counters()
+        out['wall_s'] = time.monotonic() - began
+    finally:
+        stop_node(proc, out)
+    return out
+
+
+def _depth_cloud_summary(msg: Any, camera: Any, costs: dict[int, np.ndarray], start_ns: int
+                         ) -> dict[str, Any]:
+    """A cost_cloud message of the use_depth node against its frame's depth image
+    (_depth_plane): frame, optical z of its points, their reprojection onto the sampled pixel
+    centres (stride 8: rows and columns 3, 11, 19, ...) with those pixels' cost, and the
+    sampled pixels it should hold (known depth and cost) against those it holds."""
+    from contrast_semask_ros.world.cloud import cloud_array
+
+    stamp = _stamp_ns(msg)
+    index, rest = divmod(stamp - start_ns, _NS // 10)
+    points = cloud_array(msg).reshape(-1)
+    out: dict[str, Any] = {'frame_id': msg.header.frame_id, 'points': len(points),
+                           'frame_index': None if rest else int(index),
+                           'is_dense': msg.is_dense}
+    cost = costs.get(stamp)
+    if rest or cost is None or not len(points):
+        return out
+    x, y, z = (points[k].astype(np.float64) for k in 'xyz')
+    u, v = camera.fx * x / z + camera.cx, camera.fy * y / z + camera.cy
+    col, row = np.rint((u - 3) / 8) * 8 + 3, np.rint((v - 3) / 8) * 8 + 3
+    r, c = row.astype(int), col.astype(int)
+    sampled = np.zeros(cost.shape, bool)
+    sampled[3::8, 3::8] = True
+    expected = sampled & np.isfinite(cost)
+    expected[:WORLD_DEPTH_UNKNOWN_ROWS] = False
+    got = np.zeros(cost.shape, bool)
+    got[r, c] = True
+    out.update({
+        'max_z_error': float(np.abs(z - WORLD_DEPTH_M).max()),
+        'max_pixel_error': float(max(np.abs(u - col).max(), np.abs(v - row).max())),
+        'cost_mismatch': int((points['cost'] != cost[r, c]).sum()),
+        'expected_pixels': int(expected.sum()), 'got_pixels': int(got.sum()),
+        'missing_pixels': int((expected & ~got).sum()),
+        'extra_pixels': int((got & ~expected).sum())})
+    return out
 
 
 def main() -> int:

@@ -18,6 +18,7 @@ real message classes and no DDS."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import sys
@@ -82,6 +83,7 @@ class FakeNode:
         self.warnings: list[str] = []
 
     def create_subscription(self, msg_type: Any, topic: str, callback: Any, qos: Any) -> str:
+        inspect.signature(callback)  # as rclpy does: ValueError for deque.append and the like
         self.callbacks[topic] = callback
         return topic
 
@@ -442,6 +444,28 @@ def test_without_extrinsics_the_cost_image_goes_on(run: dict[str, Any]) -> None:
     assert log.count('counted as world_skipped_no_extrinsics') == 1, log  # one warning
     if not run['tf2_ros_installed']:
         assert log.count('tf2_ros cannot be imported') == 1, log
+
+
+@pytest.mark.slow
+def test_depth_images_over_dds_place_the_cloud(run: dict[str, Any]) -> None:
+    """use_depth: aligned depth images of a wall 3 m away (32FC1 metres and 16UC1 millimetres
+    in turn, no depth in the top rows) on depth and depth/camera_info. Every cloud is in the
+    camera's optical frame at the depth, not on the ground plane, each point on a sampled
+    pixel (stride 8) with its cost, and no pixel of known depth and cost left out."""
+    depth = run['depth']
+    assert depth['exit_code'] == 0 and 'Traceback' not in depth['node_log'], depth['node_log']
+    clouds = [c for c in depth['clouds'] if 'max_z_error' in c]
+    assert len(clouds) >= 8, depth['clouds']
+    assert {c['frame_index'] % 2 for c in clouds} == {0, 1}  # both encodings
+    for cloud in clouds:
+        assert cloud['frame_id'] == 'camera_optical_frame' and cloud['is_dense'], cloud
+        assert cloud['max_z_error'] < 1e-4, cloud  # 3 m, 3000 mm
+        assert cloud['max_pixel_error'] < 0.01 and cloud['cost_mismatch'] == 0, cloud
+        assert cloud['missing_pixels'] == 0 and cloud['extra_pixels'] == 0, cloud
+        assert cloud['got_pixels'] == cloud['points'] > 50, cloud
+    diag = depth['diagnostics']
+    assert diag['depth_used'] >= len(clouds) and diag.get('depth_rejected', 0) == 0, diag
+    assert diag.get('world_errors', 0) == 0
 
 
 @pytest.mark.slow
