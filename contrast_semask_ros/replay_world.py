@@ -35,17 +35,23 @@ frame whose value v means cost v / 100, as contrast-semask-data drive-bag writes
 grid the replay makes (each frame with a pose, whether or not `--grid-rate-hz` writes it) is
 scored after its frame is fused, cell by cell: a cell's fused cost is its value / 100 *
 max_cost (the published value, quantised to max_cost / 100), its truth the ground-truth cell
-holding its centre. Three sets of cells or points are scored, each summed over the grids:
+holding its centre. Four sets of cells or points are scored, each summed over the grids:
 
     observed  the cells this frame fused observations into (observed_cells), as the grid
               holds them after the frame: what the frame's image became in the grid. This
               is the grid's counterpart of the per-pixel image error of the same frames
               (`ground_truth.mae`), and the score the plain keys give:
               cost_mae, cost_rmse, cells, high_cost_recall, high_cost_cells, frames
+    frame     the same cells with this frame's points alone, each cell's cost and truth the
+              mean over its points: the image on the grid's cells, without the grid's
+              weighting and memory. cost_mae - frame_cost_mae is what fusion changes;
+              frame_cost_mae - image_cost_mae is weighing cells (area) instead of pixels:
+              frame_cost_mae, frame_cost_rmse, frame_high_cost_recall, frame_high_cost_cells
     window    every known cell of the grid (observed and not yet decayed), each once per
               grid: what a planner reads, memory included (cells seen up to grid_decay_s
               ago, with the costs of the model of then): window_cost_mae, window_cost_rmse,
-              window_cells, window_high_cost_recall, window_high_cost_cells
+              window_cells, window_cells_without_truth, window_high_cost_recall,
+              window_high_cost_cells
     image     the points the frame fused (its sampled pixels within cloud_max_range_m), each
               with its own cost against the truth where it lands: the cost images' own error
               on the grid's ground, weighted by pixel: image_cost_mae, image_cost_rmse,
@@ -329,39 +335,46 @@ def known_cells(occupancy: Occupancy, max_cost: float
     return i, j, values
 
 
+class ObservedCells(NamedTuple):
+    """The cells of a grid output that a frame's points observed (observed_cells)."""
+
+    i: np.ndarray  # K int64: lattice indices of the cells, each cell once
+    j: np.ndarray  # K int64
+    fused: np.ndarray  # K float32: their fused costs value / 100 * max_cost
+    points: np.ndarray  # M, 5: the points in them (x y z cost confidence)
+    cell: np.ndarray  # M intp: the cell (0..K-1) of each of those points
+
+
 def observed_cells(occupancy: Occupancy, points: np.ndarray, max_cost: float
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The cells of a grid output that hold at least one of `points` (N, 5: x y z cost
-    confidence in the grid frame, those a frame fused) with a finite cost and a confidence > 0
-    and are known: lattice indices i, j (K,) int64, each cell once, and their fused costs
-    value / 100 * max_cost (K,), as known_cells gives them."""
+                   ) -> ObservedCells:
+    """The known cells of a grid output that hold at least one of `points` (N, 5: x y z cost
+    confidence in the grid frame, those a frame fused) with a finite cost and a confidence > 0,
+    with their fused costs as known_cells gives them and the points in each."""
     info = occupancy.info
-    fused = np.isfinite(points[:, 3]) & (points[:, 4] > 0)  # N: what the grid fused
-    if not fused.any():
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    values = occupancy.data.reshape(-1)
+    fused = points[np.isfinite(points[:, 3]) & (points[:, 4] > 0)]  # what the grid fused
     i0, j0 = round(info.origin_x / info.resolution), round(info.origin_y / info.resolution)
-    col = np.floor(points[fused, 0] / info.resolution).astype(np.int64) - i0
-    row = np.floor(points[fused, 1] / info.resolution).astype(np.int64) - j0
+    col = np.floor(fused[:, 0] / info.resolution).astype(np.int64) - i0
+    row = np.floor(fused[:, 1] / info.resolution).astype(np.int64) - j0
     inside = (col >= 0) & (col < info.width) & (row >= 0) & (row < info.height)
-    flat = np.unique(row[inside] * info.width + col[inside])  # K cells, each once
-    values = occupancy.data.reshape(-1)[flat]
-    flat = flat[values >= 0]
-    row, col = np.divmod(flat, info.width)
-    cost = occupancy.data.reshape(-1)[flat].astype(np.float32) * np.float32(max_cost / 100.0)
-    return col + i0, row + j0, cost
+    flat = np.where(inside, row * info.width + col, 0)
+    known = inside & (values[flat] >= 0)
+    cells, cell = np.unique(flat[known], return_inverse=True)  # K cells; M points -> cell
+    row, col = np.divmod(cells, info.width)
+    cost = values[cells].astype(np.float32) * np.float32(max_cost / 100.0)
+    return ObservedCells(col + i0, row + j0, cost, fused[known], cell.reshape(-1))
 
 
 class BevScorer:
-    """The grid outputs of a run against a TruthGrid (module docstring, "BEV score"): three
-    BevErrors, summed over the grids of the run: `observed` (the cells each frame fused
-    observations into, as fused after that frame), `window` (every known cell of each grid)
-    and `image` (the points each frame fused, with their own cost); and the CellMosaic of every
-    cell ever known (coverage)."""
+    """The grid outputs of a run against a TruthGrid (module docstring, "BEV score"): four
+    BevErrors, summed over the grids of the run (`observed`, `frame`, `window`, `image`), and
+    the CellMosaic of every cell ever known (coverage)."""
 
     def __init__(self, resolution: float, truth: TruthGrid | None = None,
                  threshold: float = HIGH_COST) -> None:
         self.truth = truth
         self.observed = BevError(threshold)
+        self.frame = BevError(threshold)
         self.window = BevError(threshold)
         self.image = BevError(threshold)
         self.mosaic = CellMosaic(resolution)
@@ -374,31 +387,43 @@ class BevScorer:
         i, j, fused = known_cells(occupancy, max_cost)
         self.grids += 1
         self.mosaic.add(i, j, fused)
-        if self.truth is None:
+        truth = self.truth
+        if truth is None:
             return
         res = occupancy.info.resolution
-        self.window.add(fused, self.truth.costs_at((i + 0.5) * res, (j + 0.5) * res))
+        self.window.add(fused, truth.costs_at((i + 0.5) * res, (j + 0.5) * res))
         if points is None:
             return
-        i, j, fused = observed_cells(occupancy, points, max_cost)
-        self.observed.add(fused, self.truth.costs_at((i + 0.5) * res, (j + 0.5) * res))
+        seen = observed_cells(occupancy, points, max_cost)
+        self.observed.add(seen.fused, truth.costs_at((seen.i + 0.5) * res,
+                                                     (seen.j + 0.5) * res))
         kept = np.isfinite(points[:, 3]) & (points[:, 4] > 0)
-        self.image.add(points[kept, 3], self.truth.costs_at(points[kept, 0], points[kept, 1]))
+        self.image.add(points[kept, 3], truth.costs_at(points[kept, 0], points[kept, 1]))
+        # the frame alone on the same cells: its points' cost and truth averaged per cell
+        point_truth = truth.costs_at(seen.points[:, 0], seen.points[:, 1])
+        has = np.isfinite(point_truth)
+        cell, size = seen.cell[has], len(seen.fused)
+        count = np.bincount(cell, minlength=size)
+        scored = count > 0
+        self.frame.add(np.bincount(cell, seen.points[has, 3], size)[scored] / count[scored],
+                       np.bincount(cell, point_truth[has], size)[scored] / count[scored])
 
     def summary(self) -> dict[str, Any]:
         """report.json's `bev`: coverage, and the scores when there is a truth (module
-        docstring): the observed cells' keys plain, the window's and the image's prefixed."""
+        docstring): the observed cells' keys plain, the others' prefixed."""
         out: dict[str, Any] = {'grids': self.grids, 'coverage_m2': self.mosaic.area_m2,
                                'resolution_m': self.mosaic.resolution}
         if self.truth is None:
             return out
         out.update(self.observed.summary())
-        for prefix, error in (('window', self.window), ('image', self.image)):
+        for prefix, error in (('frame', self.frame), ('window', self.window),
+                              ('image', self.image)):
             for key, value in error.summary().items():
                 if key not in ('threshold', 'frames'):
                     out[f'{prefix}_{key}'] = value
         out['image_points'] = out.pop('image_cells')
-        out.pop('image_cells_without_truth')
+        for key in ('frame_cells', 'frame_cells_without_truth', 'image_cells_without_truth'):
+            del out[key]  # frame: ~ the observed cells; the points off the map are few
         return out
 
 
@@ -665,5 +690,6 @@ class WorldReplay:
 
 
 __all__ = ['BevPlot', 'BevScorer', 'TruthGrid', 'WorldOptionError', 'WorldReplay',
-           'WorldSetup', 'add_options', 'known_cells', 'observed_cells', 'open_world',
+           'WorldSetup', 'add_options', 'known_cells', 'observed_cells', 'ObservedCells',
+           'open_world',
            'setup_from_args']

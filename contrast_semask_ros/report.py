@@ -223,8 +223,9 @@ def summarize(report: dict[str, Any]) -> str:
     if bev := report.get('bev'):
         parts.append(f"cost grid: {bev['coverage_m2']:.0f} m^2 observed" + (
             f", BEV MAE {bev['cost_mae']:.3f} over the {bev['cells']} cells the frames observed"
-            f" (images {bev.get('image_cost_mae', math.nan):.3f} at their points, whole window "
-            f"{bev['window_cost_mae']:.3f}), high-cost recall {bev['high_cost_recall']:.2f}"
+            f" (the frames alone there {bev['frame_cost_mae']:.3f}, the images at their points"
+            f" {bev['image_cost_mae']:.3f}, whole window {bev['window_cost_mae']:.3f}), "
+            f"high-cost recall {bev['high_cost_recall']:.2f}"
             if 'cost_mae' in bev else ''))
     if skipped := sum(report.get('skipped', {}).values()):
         parts.append(f'{skipped} messages skipped')

@@ -97,6 +97,7 @@ def test_bev_score_of_the_ground_truth_cost_images_is_small(drive: SimDrive) -> 
     # the images' own error where their points land: none but the pixels a border crosses
     assert bev['image_cost_mae'] < 0.01 and bev['image_points'] > 10_000
     assert bev['image_high_cost_recall'] > 0.99
+    assert bev['frame_cost_mae'] < 0.03 and bev['frame_high_cost_recall'] > 0.97, bev
     wrong = _score_truth_images(drive, camera_pose_to_optical(0.3, 0.0, 1.3, 0.0, 0.35, 0.0))
     assert wrong['cost_mae'] > 3 * bev['cost_mae'] + 0.02, (wrong, bev)
     assert wrong['window_cost_mae'] > 3 * bev['window_cost_mae'] + 0.02, (wrong, bev)
@@ -172,10 +173,13 @@ def test_observed_cells_are_the_known_cells_holding_fused_points() -> None:
                        [-0.25, 0.25, 0, np.nan, 1.0],  # ... NaN cost
                        [-0.15, 0.25, 0, 0.3, 1.0],  # cell (-2, 2): unknown there
                        [0.45, 0.25, 0, 0.3, 1.0]], np.float32)  # outside the window
-    i, j, cost = observed_cells(occupancy, points, max_cost=1.0)
-    cells = zip(i.tolist(), j.tolist(), cost.astype(float).round(6).tolist(), strict=True)
-    assert sorted(cells) == [(-1, 3, 0.4), (1, 5, 1.0)]
-    assert observed_cells(occupancy, points[3:5], 1.0)[0].size == 0
+    seen = observed_cells(occupancy, points, max_cost=1.0)
+    cells = zip(seen.i.tolist(), seen.j.tolist(), seen.fused.astype(float).round(6).tolist(),
+                strict=True)
+    assert list(cells) == [(-1, 3, 0.4), (1, 5, 1.0)]  # by ring index: row-major
+    np.testing.assert_array_equal(seen.points, points[:3])
+    assert seen.cell.tolist() == [0, 0, 1]
+    assert observed_cells(occupancy, points[3:5], 1.0).i.size == 0
     truth = TruthGrid(np.full((10, 10), 70, np.int8), 0.1, -0.5, 0.2)
     scorer = BevScorer(0.1, truth)
     scorer.add(occupancy, 1.0, points)
@@ -187,6 +191,9 @@ def test_observed_cells_are_the_known_cells_holding_fused_points() -> None:
     assert bev['image_points'] == 5
     assert bev['image_cost_mae'] == pytest.approx((0.3 + 0.1 + 0.3 + 0.4 + 0.4) / 5)
     assert bev['image_high_cost_recall'] == pytest.approx(2 / 5)
+    # the frame alone on the observed cells: mean cost (0.4 + 0.6) / 2 and 1.0 against 0.7
+    assert bev['frame_cost_mae'] == pytest.approx((0.2 + 0.3) / 2)
+    assert bev['frame_high_cost_cells'] == 2 and bev['frame_high_cost_recall'] == 1.0
 
 
 # --- the whole replay ------------------------------------------------------------------------
@@ -266,7 +273,7 @@ def test_report_bev_keys_are_finite_and_comparable(supervised: tuple[Path, dict[
     bev = report['bev']
     for key in ('cost_mae', 'cost_rmse', 'coverage_m2', 'high_cost_recall', 'cells',
                 'threshold', 'image_cost_mae', 'window_cost_mae', 'window_high_cost_recall',
-                'image_high_cost_recall'):
+                'image_high_cost_recall', 'frame_cost_mae', 'frame_high_cost_recall'):
         assert math.isfinite(bev[key]), key
     assert bev['threshold'] == 0.5 and bev['cells'] > 10_000 and bev['frames'] == FRAMES
     assert bev['ground_truth_topic'] == '/ground_truth/cost_grid'
