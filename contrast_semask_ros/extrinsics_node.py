@@ -1,4 +1,5 @@
-"""Camera extrinsics from TF, shared by the nodes (patch_cost_node, the cost node's world outputs).
+"""Camera extrinsics from TF, shared by the nodes (patch_cost_node, the cost node's world outputs),
+and the robot's pose from TF for the cost grid (grid_pose_source tf).
 
 T_base_optical, the camera optical frame in the base frame, is what both need: the
 `camera_pose` parameter gives it directly (supervision.geometry.camera_pose_to_optical), and
@@ -58,4 +59,43 @@ class TfExtrinsics:
             unregister()
 
 
-__all__ = ['TfExtrinsics']
+class TfPoses:
+    """The robot's pose at a stamp from TF, grid_frame <- base_frame (REP 105: odom ->
+    base_link, from the robot's state estimator): a tf2_ros Buffer and TransformListener on
+    `node`, kept for as long as the node runs. ConfigError when tf2_ros cannot be imported."""
+
+    def __init__(self, node: Any, grid_frame: str, base_frame: str, wait_s: float) -> None:
+        try:
+            import tf2_ros
+        except ImportError as err:
+            raise ConfigError(
+                f'grid_pose_source is tf but tf2_ros cannot be imported ({err}): install '
+                'tf2_ros (ros-$ROS_DISTRO-tf2-ros-py) or set grid_pose_source:=odom to take the '
+                'pose from the odom topic') from None
+        self.grid_frame, self.base_frame, self.wait_s = grid_frame, base_frame, wait_s
+        self.exception = tf2_ros.TransformException
+        self.buffer = tf2_ros.Buffer()
+        self.listener = tf2_ros.TransformListener(self.buffer, node)
+
+    def lookup(self, stamp_ns: int) -> tuple[np.ndarray | None, str]:
+        """(T_grid_base (4, 4) at stamp_ns, '') once TF has it, waiting up to wait_s for it to
+        arrive; (None, why) when it does not."""
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        try:
+            transform = self.buffer.lookup_transform(
+                self.grid_frame, self.base_frame, Time(nanoseconds=int(stamp_ns)),
+                timeout=Duration(nanoseconds=round(self.wait_s * 1e9)))
+        except self.exception as err:
+            return None, (f'no TF {self.grid_frame} -> {self.base_frame} at the frame stamp '
+                          f'({one_line(err)})')
+        return ros_io.transform_to_pose(transform), ''
+
+    def close(self) -> None:
+        unregister = getattr(self.listener, 'unregister', None)
+        if unregister is not None:
+            unregister()
+
+
+__all__ = ['TfExtrinsics', 'TfPoses']

@@ -140,6 +140,9 @@ PARAMS: tuple[Param, ...] = (
     Param('use_depth', bool, False, "subscribe depth (aligned 16UC1 or 32FC1) and "
           'depth/camera_info: cost_cloud uses the depth image of the frame (same stamp, else '
           'the latest within 0.1 s)', 'ros'),
+    Param('grid_pose_source', str, 'odom', "the base pose at each frame's stamp: odom (the odom "
+          'topic, interpolated) or tf (TF grid_frame <- base_frame at the stamp, waiting up to '
+          '50 ms; needs tf2_ros)', 'ros', choices=('odom', 'tf')),
 )
 
 

@@ -439,6 +439,7 @@ class BevPlot(NamedTuple):
     max_cost: float
     frame_id: str
     title: str
+    robot: tuple[float, float] | None = None  # x, y (m) at the last grid's frame
 
 
 # --- the replay side ------------------------------------------------------------------------
@@ -476,6 +477,7 @@ class WorldReplay:
         self.truth: TruthGrid | None = None
         self.scorer = BevScorer(self.config.grid_resolution_m)
         self.last_grid: tuple[np.ndarray, Any] | None = None  # (data copy, GridInfo)
+        self.last_robot: tuple[float, float] | None = None  # x, y at the last grid's frame
         self.path: list[tuple[float, float]] = []
         self.last_written_ns: int | None = None  # stamp of the last cost_grid written
 
@@ -623,6 +625,7 @@ class WorldReplay:
                             else placed.grid_cloud.points)
             self.scorer.truth = self.truth
             self.last_grid = (occupancy.data.copy(), info)
+            self.last_robot = (float(placed.T_odom_base[0, 3]), float(placed.T_odom_base[1, 3]))
         self.latency_ms.append((time.perf_counter() - start) * 1e3)
 
     def _grid_due(self, stamp_ns: int) -> bool:
@@ -686,7 +689,7 @@ class WorldReplay:
         return BevPlot(final, extent, None if mosaic is None else mosaic[0],
                        extent if mosaic is None else mosaic[1], self.truth,
                        np.array(self.path, dtype=np.float64).reshape(-1, 2),
-                       self.config.max_cost, info.frame_id, title)
+                       self.config.max_cost, info.frame_id, title, self.last_robot)
 
 
 __all__ = ['BevPlot', 'BevScorer', 'TruthGrid', 'WorldOptionError', 'WorldReplay',

@@ -161,8 +161,9 @@ def _held_out(plt: Any, report: dict[str, Any], rec: Recorder) -> Any:
 def write_bev(path: Path, bev: BevPlot) -> None:
     """The top-down picture of the cost grid: the fused grid at the end beside the ground truth
     over the same window (top), and the last known value of every cell ever observed beside
-    the ground truth over the same extent (bottom); the path driven on each. Without a ground
-    truth, the fused panels alone. Blue cheap, red costly, grey unknown."""
+    the ground truth over the same extent (bottom); on each, the path driven (the whole
+    odometry) and the robot at the last grid's frame. Without a ground truth, the fused panels
+    alone. Blue cheap, red costly, grey unknown."""
     import matplotlib
 
     matplotlib.use('Agg')
@@ -192,6 +193,8 @@ def write_bev(path: Path, bev: BevPlot) -> None:
         for ax in axes[row]:
             if len(bev.path):
                 ax.plot(bev.path[:, 0], bev.path[:, 1], 'k-', lw=1.2, label='path (odometry)')
+            if bev.robot is not None:
+                ax.plot(*bev.robot, 'k^', ms=8, label='robot at the last grid')
             ax.set_xlim(extent[0], extent[1])
             ax.set_ylim(extent[2], extent[3])
             ax.set_aspect('equal')

@@ -13,11 +13,13 @@ Both run in the cost node's worker thread, after its image outputs (`WorldOutput
 while neither is wanted a frame costs two subscriber counts. Inputs: camera_info (the colour
 camera's intrinsics: the latest message is kept and turned into a CameraModel in the worker,
 again only when it changes), odom (the base pose in grid_frame, kept once an output was first
-wanted), depth and depth/camera_info (use_depth). Extrinsics: camera_pose, else TF base_frame
-<- the image's frame_id (extrinsics_node), looked up from the first frame an output is wanted
-and retried every TF_RETRY_S. Until the extrinsics, a camera_info or (grid, odom cloud) a pose
-are there, frames are skipped and counted (`world_skipped_<why>` in /diagnostics, one warning
-each) and the node goes on publishing the cost image; the world outputs are optional.
+wanted; with grid_pose_source tf, TF grid_frame <- base_frame at each frame's stamp instead,
+extrinsics_node.TfPoses), depth and depth/camera_info (use_depth). Extrinsics: camera_pose,
+else TF base_frame <- the image's frame_id (extrinsics_node), looked up from the first frame
+an output is wanted and retried every TF_RETRY_S. Until the extrinsics, a camera_info or
+(grid, odom cloud) a pose are there, frames are skipped and counted (`world_skipped_<why>` in
+/diagnostics, one warning each) and the node goes on publishing the cost image; the world
+outputs are optional.
 
 Named *_node.py: the import rules (test/test_import_rules.py) let only the rclpy adapters
 import rclpy and message packages.
@@ -36,7 +38,7 @@ import numpy as np
 
 from contrast_semask_ros import codec, params
 from contrast_semask_ros.exit_codes import one_line
-from contrast_semask_ros.extrinsics_node import TfExtrinsics
+from contrast_semask_ros.extrinsics_node import TfExtrinsics, TfPoses
 from contrast_semask_ros.supervision import ros_io
 from contrast_semask_ros.supervision.geometry import CameraModel, camera_pose_to_optical
 from contrast_semask_ros.world.cloud import DEPTH_ENCODINGS, CloudError, fill_cloud_message
@@ -55,6 +57,7 @@ except ImportError:  # pragma: no cover - exercised only without ROS
 
 THROTTLE_S = 5.0  # at most one log line per cause per this many seconds
 TF_RETRY_S = 0.5  # TF extrinsics: lookup period until found
+TF_POSE_WAIT_S = 0.05  # grid_pose_source tf: how long a frame waits for TF at its stamp
 DEPTH_KEEP = 5  # depth images kept for matching with frames
 DEPTH_SLOP_NS = 100_000_000  # without one of the frame's stamp: the latest within 0.1 s
 SKIPPED = {  # world_skipped_<why>: what to do about it
@@ -136,6 +139,7 @@ class WorldOutputs:
         self.node, self.stats = node, node.stats
         self.grid_frame, self.base_frame = v['grid_frame'], v['base_frame']
         self.publish_grid, self.use_depth = v['publish_grid'], v['use_depth']
+        self.pose_source = v['grid_pose_source']
         self.grid_period_ns = round(1e9 / v['grid_rate_hz']) if v['grid_rate_hz'] > 0 else 0
         self.lock = threading.Lock()  # the projector: worker (frames) and executor (odometry)
         self.projector: WorldProjector | None = None
@@ -151,6 +155,8 @@ class WorldOutputs:
         self._last_grid_ns = -1
         self._tf: TfExtrinsics | None = None
         self._tf_frame = ''  # the image's frame_id, once a frame wanted an output
+        self._tf_poses = (TfPoses(node, self.grid_frame, self.base_frame, TF_POSE_WAIT_S)
+                          if self.pose_source == 'tf' else None)  # ConfigError without tf2_ros
         self._warned: set[str] = set()
         self._logged: dict[str, float] = {}
         sensor = qos(10, 'best_effort')  # matches any publisher
@@ -232,8 +238,9 @@ class WorldOutputs:
             self._set_extrinsics(T, f'TF {self.base_frame} -> {frame}')
 
     def close(self) -> None:
-        if self._tf is not None:
-            self._tf.close()
+        for tf in (self._tf, self._tf_poses):
+            if tf is not None:
+                tf.close()
 
     # --- inputs (executor thread) ----------------------------------------------------------
 
@@ -251,8 +258,8 @@ class WorldOutputs:
     def add_odometry(self, msg: Any) -> None:
         """The base pose of a nav_msgs/Odometry, kept once an output was wanted."""
         projector = self.projector
-        if not self.engaged or projector is None:
-            return
+        if not self.engaged or projector is None or self._tf_poses is not None:
+            return  # (grid_pose_source tf: the pose comes from TF)
         if msg.header.frame_id != self.grid_frame:
             self._log('odom_frame', f"odometry is in {msg.header.frame_id!r} but grid_frame is "
                       f'{self.grid_frame!r}: cost_grid (and a cost_cloud in odom) are labelled '
@@ -288,6 +295,8 @@ class WorldOutputs:
         if camera is None:
             return self._skip('no_camera_info')
         stamp = result.stamp_ns
+        if self._tf_poses is not None and (want_grid or self.config.cloud_frame == 'odom'):
+            self._tf_pose(projector, stamp)
         depth = self._depth_for(stamp) if want_cloud and self.use_depth else None
         try:
             with self.lock:
@@ -312,6 +321,17 @@ class WorldOutputs:
             self._publish_grid(header, occupancy, out.T_odom_base)
             self.stats.gauge('grid_memory_bytes', projector.memory_bytes)
         self.stats.latency('world_ms', (time.perf_counter() - start) * 1e3)
+
+    def _tf_pose(self, projector: WorldProjector, stamp_ns: int) -> None:
+        """grid_pose_source tf: the base pose at the frame's stamp from TF into the projector's
+        pose history (where odometry goes otherwise); missing: counted, logged (throttled),
+        and the frame is then skipped as no_pose."""
+        T, why = self._tf_poses.lookup(stamp_ns)
+        if T is None:
+            self.stats.count('world_tf_pose_missing')
+            return self._log('tf_pose', f'cost_grid: {why}; frames without it are skipped')
+        with self.lock:
+            projector.add_odometry(stamp_ns, T)
 
     def _camera_model(self) -> CameraModel | None:
         """The CameraModel of the latest camera_info (cached while it describes the same

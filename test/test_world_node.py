@@ -24,7 +24,7 @@ import math
 import sys
 from collections import defaultdict
 from pathlib import Path
-from types import SimpleNamespace
+from types import ModuleType, SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,8 @@ from contrast_semask_ros.world.cloud import CLOUD_FIELDS, FLOAT32, POINT_STEP, c
 pytestmark = pytest.mark.ros
 pytest.importorskip('rclpy', reason='the node glue needs rclpy (requirements/ros-jazzy.txt)')
 
-from nav_msgs.msg import Odometry  # noqa: E402  (after the importorskip)
+from geometry_msgs.msg import TransformStamped  # noqa: E402  (after the importorskip)
+from nav_msgs.msg import Odometry  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
@@ -178,6 +179,71 @@ def test_a_depth_image_of_the_frame_places_the_cloud_else_the_ground_plane() -> 
     assert counts['depth_used'] == 3 and counts['depth_missing'] == 1
     assert counts['depth_rejected'] == 2 and counts['cloud_published'] == 6
     assert sum('depth image not used' in w for w in node.warnings) == 1  # throttled
+
+
+def _fake_tf2_ros(poses: dict[int, float], lookups: list[tuple[str, str, int, int]]
+                  ) -> ModuleType:
+    """A stand-in tf2_ros (the real one is not on PyPI) with the documented Buffer /
+    TransformListener / lookup_transform API: TF knows the base at x = poses[stamp] (y 0,
+    facing +x) at exactly those stamps and raises TransformException at any other."""
+    module = ModuleType('tf2_ros')
+
+    class TransformException(Exception):  # noqa: N818  (tf2_ros names it so)
+        pass
+
+    class Buffer:
+        def lookup_transform(self, target: str, source: str, time: Any, timeout: Any = None
+                             ) -> TransformStamped:
+            lookups.append((target, source, time.nanoseconds, timeout.nanoseconds))
+            if time.nanoseconds not in poses:
+                raise TransformException('Lookup would require extrapolation into the future')
+            msg = TransformStamped(child_frame_id=source)
+            msg.header.frame_id = target
+            msg.transform.translation.x = poses[time.nanoseconds]
+            msg.transform.rotation.w = 1.0
+            return msg
+
+    module.TransformException = TransformException
+    module.Buffer = Buffer
+    module.TransformListener = lambda buffer, node, *args, **kwargs: SimpleNamespace()
+    return module
+
+
+def test_grid_pose_source_tf_places_the_grid_by_tf_at_the_frame_stamp(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """grid_pose_source tf: each frame's base pose is looked up in TF, grid_frame <-
+    base_frame at the frame's stamp, waiting up to 50 ms; the odom topic is not used; a frame
+    TF has no pose for is skipped and counted."""
+    start = 100 * _NS
+    poses = {start: 5.0, start + _NS // 10: 5.3}
+    lookups: list[tuple[str, str, int, int]] = []
+    monkeypatch.setitem(sys.modules, 'tf2_ros', _fake_tf2_ros(poses, lookups))
+    node, world = _world(grid_pose_source='tf', grid_rate_hz=0.0)
+    node.publishers['cost_cloud'].subscribers = 0
+    node.callbacks['camera_info'](_camera_info())
+    _frame(world, start)  # engages the outputs: odometry would be kept from here
+    world.add_odometry(_odometry(start + _NS // 20, -50.0))  # not used: the pose is TF's
+    _frame(world, start + _NS // 10)
+    _frame(world, start + 2 * _NS // 10)  # TF has nothing at this stamp
+    assert lookups == [('odom', 'base_link', start + k * _NS // 10, 50_000_000)
+                       for k in range(3)]
+    assert [stamp for _, stamp, _ in node.published['cost_grid']] == [start, start + _NS // 10]
+    projector = world.projector
+    assert len(projector.poses) == 2  # TF's two poses, no odometry
+    assert projector.poses.at(start + _NS // 20)[0, 3] == pytest.approx(5.15)
+    assert projector.grid.info.origin_x == pytest.approx(5.0 - 10.0)  # centred on the robot
+    counts = node.stats.counts()
+    assert counts['world_tf_pose_missing'] == 1 and counts['world_skipped_no_pose'] == 1
+    assert sum('no TF odom -> base_link at the frame stamp' in w for w in node.warnings) == 1
+    world.close()
+
+
+def test_grid_pose_source_tf_without_tf2_ros_refuses_the_start(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, 'tf2_ros', None)  # import tf2_ros raises ImportError
+    with pytest.raises(params.ConfigError, match='grid_pose_source is tf but tf2_ros cannot be '
+                       'imported.*grid_pose_source:=odom'):
+        _world(grid_pose_source='tf')
 
 
 def test_the_grid_is_published_on_a_schedule_of_sensor_time() -> None:
