@@ -10,6 +10,8 @@ then `contrast-semask-replay --supervision imu --grid` with the given model and 
     frame   bev.frame_cost_mae: the same cells, the frame's points alone (no weighting, memory)
     points  bev.image_cost_mae: the points fused into the grid, their own cost
     window  bev.window_cost_mae: every known cell of every grid (memory included)
+    recall, false high: bev.high_cost_recall and bev.false_high_rate (threshold 0.5), observed
+            cells
 
 bev - frame is what the grid's fusion changes; frame - points is weighing cells (ground area)
 instead of pixels, i.e. the model's error away from the near ground.
@@ -32,7 +34,7 @@ from typing import Any
 
 _logger = logging.getLogger('bench_bev')
 
-COLUMNS = ('image', 'bev', 'frame', 'points', 'window', 'recall', 'image recall', 'm^2')
+COLUMNS = ('image', 'bev', 'frame', 'points', 'window', 'recall', 'false high', 'm^2')
 
 
 def run_seed(seed: int, model: Path, calibration: Path, work: Path, frames: int,
@@ -56,7 +58,7 @@ def run_seed(seed: int, model: Path, calibration: Path, work: Path, frames: int,
     return {'image': report['ground_truth']['mae'], 'bev': bev['cost_mae'],
             'frame': bev['frame_cost_mae'], 'points': bev['image_cost_mae'],
             'window': bev['window_cost_mae'], 'recall': bev['high_cost_recall'],
-            'image recall': bev['image_high_cost_recall'], 'm^2': bev['coverage_m2'],
+            'false high': bev['false_high_rate'], 'm^2': bev['coverage_m2'],
             'spearman': report['supervision']['spearman_vs_truth']}
 
 

@@ -135,7 +135,8 @@ class BevError:
 
     cost_mae / cost_rmse: mean |fused - truth| (root mean square) over the scored cells, those
     with a ground-truth cost; high_cost_recall: of the scored cells whose ground truth is >=
-    threshold, the fraction the fused cost also puts >= threshold."""
+    threshold, the fraction the fused cost also puts >= threshold; false_high_rate: of those
+    whose truth is below threshold, the fraction it puts >= threshold."""
 
     threshold: float = HIGH_COST
     frames: int = 0  # grids scored
@@ -145,6 +146,7 @@ class BevError:
     sq_sum: float = 0.0
     high_cells: int = 0  # scored cells with truth >= threshold
     high_marked: int = 0  # ... that the fused grid marks >= threshold
+    low_marked: int = 0  # scored cells with truth < threshold that it marks >= threshold
 
     def add(self, fused: np.ndarray, truth: np.ndarray) -> None:
         """fused, truth (N,) costs of one grid's cells (or points); truth NaN = none there."""
@@ -159,10 +161,13 @@ class BevError:
         high = t >= self.threshold
         self.high_cells += int(np.count_nonzero(high))
         self.high_marked += int(np.count_nonzero(f[high] >= self.threshold))
+        self.low_marked += int(np.count_nonzero(f[~high] >= self.threshold))
 
     def summary(self) -> dict[str, Any]:
         """cells, frames, threshold, cells_without_truth; cost_mae, cost_rmse when any cell was
-        scored; high_cost_recall (NaN without high-cost cells) and high_cost_cells."""
+        scored; high_cost_recall (NaN without high-cost cells), high_cost_cells, and
+        false_high_rate (of the cells whose truth is below threshold, the fraction marked at or
+        above it; NaN without such cells): recall alone is 1 for a grid marked high all over."""
         out: dict[str, Any] = {'frames': self.frames, 'cells': self.cells,
                                'cells_without_truth': self.without_truth,
                                'threshold': self.threshold}
@@ -172,6 +177,8 @@ class BevError:
         out['high_cost_recall'] = (self.high_marked / self.high_cells if self.high_cells
                                    else math.nan)
         out['high_cost_cells'] = self.high_cells
+        low = self.cells - self.high_cells
+        out['false_high_rate'] = self.low_marked / low if low else math.nan
         return out
 
 

@@ -14,6 +14,7 @@ import pytest
 from conftest import TextureModel
 
 from contrast_semask_ros import codec
+from contrast_semask_ros.metrics import BevError
 from contrast_semask_ros.replay import main as replay_main
 from contrast_semask_ros.replay_world import (
     BevScorer,
@@ -93,6 +94,7 @@ def test_bev_score_of_the_ground_truth_cost_images_is_small(drive: SimDrive) -> 
         assert bev[f'{prefix}cost_mae'] < 0.03, bev
         assert bev[f'{prefix}high_cost_recall'] > 0.97, bev
         assert bev[f'{prefix}high_cost_cells'] > 1000
+        assert bev[f'{prefix}false_high_rate'] < 0.03, bev
     assert bev['cells_without_truth'] == 0 and bev['coverage_m2'] > 30
     # the images' own error where their points land: none but the pixels a border crosses
     assert bev['image_cost_mae'] < 0.01 and bev['image_points'] > 10_000
@@ -152,10 +154,29 @@ def test_known_cells_and_truth_lookup() -> None:
     assert bev['window_cost_mae'] == pytest.approx((0.2 + 0.4 + 1.4) / 3)
     assert bev['window_high_cost_cells'] == 3
     assert bev['window_high_cost_recall'] == pytest.approx(2 / 3)
+    assert math.isnan(bev['window_false_high_rate'])
     assert bev['coverage_m2'] == pytest.approx(0.03)
     scorer.add(occupancy, 2.0)  # the same cells again: scored twice, covered once
     assert scorer.summary()['window_cells'] == 6 and scorer.summary()['coverage_m2'] == \
         pytest.approx(0.03)
+
+
+def test_bev_error_counts_recall_and_false_highs() -> None:
+    """BevError over two grids: |fused - truth|, the recall of true-high cells (>= 0.5) and the
+    rate of true-low cells marked high (a grid marked high all over has recall 1 and a false
+    high rate of 1); cells without truth are counted apart."""
+    error = BevError()
+    error.add(np.array([0.6, 0.2, 0.7, 0.1]), np.array([0.1, 0.2, 0.9, 0.8]))
+    error.add(np.array([0.5, 0.3]), np.array([0.5, np.nan]))
+    out = error.summary()
+    assert out['frames'] == 2 and out['cells'] == 5 and out['cells_without_truth'] == 1
+    assert out['cost_mae'] == pytest.approx((0.5 + 0.0 + 0.2 + 0.7 + 0.0) / 5)
+    assert out['high_cost_cells'] == 3 and out['high_cost_recall'] == pytest.approx(2 / 3)
+    assert out['false_high_rate'] == pytest.approx(1 / 2)
+    everywhere = BevError()
+    everywhere.add(np.ones(4), np.array([0.0, 0.2, 0.6, 1.0]))
+    assert everywhere.summary()['high_cost_recall'] == everywhere.summary()[
+        'false_high_rate'] == 1.0
 
 
 def test_observed_cells_are_the_known_cells_holding_fused_points() -> None:
@@ -187,6 +208,7 @@ def test_observed_cells_are_the_known_cells_holding_fused_points() -> None:
     assert bev['cells'] == 2 and bev['frames'] == 1 and bev['window_cells'] == 3
     assert bev['cost_mae'] == pytest.approx((0.3 + 0.3) / 2)
     assert bev['high_cost_cells'] == 2 and bev['high_cost_recall'] == pytest.approx(0.5)
+    assert math.isnan(bev['false_high_rate'])  # no cell of truth < 0.5 was scored
     # the image's points: the five with a cost and confidence, each with its own cost
     assert bev['image_points'] == 5
     assert bev['image_cost_mae'] == pytest.approx((0.3 + 0.1 + 0.3 + 0.4 + 0.4) / 5)
