@@ -41,7 +41,14 @@ from contrast_semask_ros.exit_codes import one_line
 from contrast_semask_ros.extrinsics_node import TfExtrinsics, TfPoses
 from contrast_semask_ros.supervision import ros_io
 from contrast_semask_ros.supervision.geometry import CameraModel, camera_pose_to_optical
-from contrast_semask_ros.world.cloud import DEPTH_ENCODINGS, CloudError, fill_cloud_message
+from contrast_semask_ros.world.cloud import (
+    DEPTH_ENCODINGS,
+    CloudError,
+    cloud_fields,
+    cloud_from_points,
+    fill_cloud_message,
+    layout_difference,
+)
 from contrast_semask_ros.world.projector import WorldConfig, WorldFrame, WorldProjector
 
 try:  # the ROS 2 install; node.run says so if it is missing
@@ -119,6 +126,32 @@ def check_values(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# the points of the start-up check against sensor_msgs_py: finite, a NaN cost, far, zero weight
+LAYOUT_POINTS = ((0.5, -1.0, 0.0, 0.25, 1.0), (2.0, 0.0, 0.1, math.nan, 0.5),
+                 (1e3, 3.5, -0.2, 1.0, 0.0))
+
+
+def sensor_msgs_py_check() -> tuple[Any, str]:
+    """Where sensor_msgs_py is installed (every ROS 2 install), the start-up check of cost_cloud's
+    layout: LAYOUT_POINTS through fill_cloud_message (the node's way: numpy, the message reused,
+    no copy) and through sensor_msgs_py.point_cloud2.create_cloud with the same fields.
+    (None, what was found) when they are byte-identical or sensor_msgs_py is not there;
+    (create_cloud, what differs) when they are not: the node then publishes through it."""
+    try:
+        from sensor_msgs_py import point_cloud2
+    except ImportError as err:
+        return None, (f'sensor_msgs_py cannot be imported ({err}): the layout is the one this '
+                      "package's tests check against it")
+    cloud = cloud_from_points(LAYOUT_POINTS)
+    ours = fill_cloud_message(PointCloud2(), cloud, PointField, Header(frame_id='check'))
+    theirs = point_cloud2.create_cloud(Header(frame_id='check'), ours.fields,
+                                       [tuple(p) for p in cloud.points.tolist()])
+    difference = layout_difference(ours, theirs)
+    if difference:
+        return point_cloud2.create_cloud, difference
+    return None, 'byte-identical to sensor_msgs_py.point_cloud2.create_cloud'
+
+
 # cost_grid: reliable, transient local, depth 1, as a map server publishes a map. A subscriber
 # that joins late gets the newest grid at once, and a transient-local publisher matches both
 # kinds of subscriber: Nav2's static layer subscribes transient local by default
@@ -172,6 +205,13 @@ class WorldOutputs:
         self.pub_grid = keep(node.destroy_publisher, node.create_publisher(
             OccupancyGrid, 'cost_grid', qos(1, *GRID_QOS)))
         self._cloud_msg = PointCloud2()  # reused: publish() serialises it at once
+        self._create_cloud, layout = sensor_msgs_py_check()
+        if self._create_cloud is None:
+            node.get_logger().info(f'cost_cloud layout: {layout}')
+        else:
+            node.get_logger().error(
+                f'cost_cloud layout differs from sensor_msgs_py.point_cloud2.create_cloud '
+                f'({layout}): publishing through create_cloud instead (slower); please report')
         self._grid_msg = OccupancyGrid()
         self._grid_msg.info.origin.orientation.w = 1.0
         cells = self.config.grid_params(self.grid_frame).cells_per_side ** 2
@@ -312,9 +352,8 @@ class WorldOutputs:
         if want_cloud and out.cloud is not None:
             frame_id = {'optical': header.frame_id, 'base': self.base_frame}.get(
                 self.config.cloud_frame, self.grid_frame)
-            self.pub_cloud.publish(fill_cloud_message(self._cloud_msg, out.cloud, PointField,
-                                                      Header(stamp=header.stamp,
-                                                             frame_id=frame_id)))
+            self.pub_cloud.publish(self._cloud_message(out.cloud, Header(stamp=header.stamp,
+                                                                         frame_id=frame_id)))
             self.stats.count('cloud_published')
             self.stats.gauge('cloud_points', out.cloud.layout.width)
         if occupancy is not None:
@@ -332,6 +371,16 @@ class WorldOutputs:
             return self._log('tf_pose', f'cost_grid: {why}; frames without it are skipped')
         with self.lock:
             projector.add_odometry(stamp_ns, T)
+
+    def _cloud_message(self, cloud: Any, header: Any) -> Any:
+        """The PointCloud2 of `cloud`: the node's reused message, or sensor_msgs_py's
+        create_cloud where the start-up check found that they differ."""
+        if self._create_cloud is None:
+            return fill_cloud_message(self._cloud_msg, cloud, PointField, header)
+        msg = self._create_cloud(header, cloud_fields(cloud, PointField)['fields'],
+                                 cloud.points)  # N, 5 float32: converted with its own dtype
+        msg.is_dense = cloud.layout.is_dense
+        return msg
 
     def _camera_model(self) -> CameraModel | None:
         """The CameraModel of the latest camera_info (cached while it describes the same
@@ -413,5 +462,5 @@ class WorldOutputs:
         self.stats.gauge('grid_cells_known', occupancy.known)
 
 
-__all__ = ['GRID_QOS', 'WorldOutputs', 'check_values', 'declare_parameters', 'qos',
-           'world_config']
+__all__ = ['GRID_QOS', 'LAYOUT_POINTS', 'WorldOutputs', 'check_values', 'declare_parameters',
+           'qos', 'sensor_msgs_py_check', 'world_config']

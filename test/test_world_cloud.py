@@ -38,7 +38,9 @@ from contrast_semask_ros.world.cloud import (
     cloud_array,
     cloud_dtype,
     cloud_fields,
+    cloud_from_points,
     fill_cloud_message,
+    layout_difference,
     sample_grid,
 )
 
@@ -137,6 +139,28 @@ def test_payload_round_trips_through_the_dtype_of_its_own_fields():
     viewed = cloud_array(msg)  # 1, N
     assert viewed.shape == (1, cloud.layout.width)
     np.testing.assert_array_equal(viewed['confidence'][0], cloud.points[:, 4])
+
+
+def test_layout_difference_names_what_differs():
+    """The start-up check's comparison (world_node.sensor_msgs_py_check): nothing for the same
+    cloud made twice, whatever is_dense says; each field of the layout and the payload."""
+    points = [(0.5, -1.0, 0.0, 0.25, 1.0), (2.0, 0.0, 0.1, np.nan, 0.5)]
+    cloud = cloud_from_points(points)
+    assert cloud.layout.width == 2 and not cloud.layout.is_dense
+    np.testing.assert_array_equal(cloud.points, np.array(points, np.float32))
+
+    def message(**changes):
+        msg = fill_cloud_message(types.SimpleNamespace(data=None), cloud, CloudField)
+        return types.SimpleNamespace(**{**vars(msg), **changes})
+
+    assert layout_difference(message(), message(is_dense=True)) == ''
+    assert layout_difference(message(), message(point_step=24, row_step=48)) == \
+        'point_step 20 vs 24; row_step 40 vs 48'
+    swapped = list(CLOUD_FIELDS)
+    swapped[3], swapped[4] = swapped[4]._replace(offset=12), swapped[3]._replace(offset=16)
+    assert layout_difference(message(), message(fields=swapped)).startswith(
+        "fields [('x', 0, 7, 1)")
+    assert layout_difference(message(), message(data=bytes(40))) == 'the data bytes'
 
 
 def test_layout_is_byte_identical_to_sensor_msgs_py_create_cloud():

@@ -82,6 +82,8 @@ class FakeNode:
         self.publishers: dict[str, FakePublisher] = {}
         self.published: dict[str, list[Any]] = defaultdict(list)
         self.warnings: list[str] = []
+        self.infos: list[str] = []
+        self.errors: list[str] = []
 
     def create_subscription(self, msg_type: Any, topic: str, callback: Any, qos: Any) -> str:
         inspect.signature(callback)  # as rclpy does: ValueError for deque.append and the like
@@ -98,7 +100,8 @@ class FakeNode:
         return self.timer
 
     def get_logger(self) -> Any:
-        return SimpleNamespace(warn=self.warnings.append, info=lambda text: None)
+        return SimpleNamespace(warn=self.warnings.append, info=self.infos.append,
+                               error=self.errors.append)
 
     def resolve_topic_name(self, name: str) -> str:
         return f'/{name}'
@@ -244,6 +247,59 @@ def test_grid_pose_source_tf_without_tf2_ros_refuses_the_start(
     with pytest.raises(params.ConfigError, match='grid_pose_source is tf but tf2_ros cannot be '
                        'imported.*grid_pose_source:=odom'):
         _world(grid_pose_source='tf')
+
+
+def _fake_sensor_msgs_py(point_step: int) -> dict[str, ModuleType]:
+    """A stand-in sensor_msgs_py (not on PyPI) whose point_cloud2.create_cloud behaves as
+    documented (fields -> a structured dtype of `point_step` bytes a point, is_dense false),
+    for the glue's decision; the real one is compared in test_world_cloud.py where it is
+    installed."""
+    from numpy.lib import recfunctions
+    from sensor_msgs.msg import PointCloud2
+
+    def create_cloud(header: Any, fields: list[Any], points: Any) -> PointCloud2:
+        dtype = np.dtype({'names': [f.name for f in fields], 'formats': ['<f4'] * len(fields),
+                          'offsets': [f.offset for f in fields], 'itemsize': point_step})
+        if isinstance(points, np.ndarray):
+            array = recfunctions.unstructured_to_structured(points, dtype=dtype)
+        else:
+            array = np.array([tuple(p) for p in points], dtype=dtype)
+        msg = PointCloud2(header=header, height=1, width=len(array), is_dense=False,
+                          is_bigendian=False, fields=fields, point_step=point_step,
+                          row_step=point_step * len(array))
+        msg.data = array.tobytes()
+        return msg
+
+    package, module = ModuleType('sensor_msgs_py'), ModuleType('sensor_msgs_py.point_cloud2')
+    module.create_cloud = create_cloud
+    package.point_cloud2 = module
+    return {'sensor_msgs_py': package, 'sensor_msgs_py.point_cloud2': module}
+
+
+@pytest.mark.parametrize('case', ['identical', 'different', 'not_installed'])
+def test_cloud_layout_is_checked_against_sensor_msgs_py_at_start(
+        monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """At start the node builds a small cloud its own way and with sensor_msgs_py's
+    create_cloud: byte-identical, it keeps its own (reused message, no copy); different, it
+    says so once and publishes through create_cloud; without sensor_msgs_py it says so."""
+    modules = {'identical': _fake_sensor_msgs_py(20), 'different': _fake_sensor_msgs_py(24),
+               'not_installed': {'sensor_msgs_py': None, 'sensor_msgs_py.point_cloud2': None}}
+    for name, module in modules[case].items():
+        monkeypatch.setitem(sys.modules, name, module)
+    node, world = _world(cloud_stride=8)
+    node.publishers['cost_grid'].subscribers = 0
+    node.callbacks['camera_info'](_camera_info())
+    _frame(world, 7 * _NS)
+    _, stamp, points = node.published['cost_cloud'][-1]
+    assert stamp == 7 * _NS and len(points) > 5 and np.allclose(points['cost'], 0.25)
+    layout = [text for text in node.infos + node.errors if 'cost_cloud layout' in text]
+    assert len(layout) == 1
+    if case == 'different':
+        assert node.errors == layout and 'point_step 20 vs 24' in layout[0]
+        assert points.dtype.itemsize == 24  # made by create_cloud
+    else:
+        assert not node.errors and points.dtype.itemsize == 20  # the node's own
+        assert ('byte-identical' if case == 'identical' else 'cannot be imported') in layout[0]
 
 
 def test_the_grid_is_published_on_a_schedule_of_sensor_time() -> None:

@@ -266,6 +266,29 @@ def fill_cloud_message(msg: Any, cloud: CostCloud, point_field: Any,
     return msg
 
 
+def cloud_from_points(points: Any) -> CostCloud:
+    """A CostCloud of `points` (N, 5: x y z cost confidence) with ranges and origin zero: for
+    checks and tests, where no camera made the points."""
+    table = np.asarray(points, np.float32).reshape(-1, 5)
+    return _emit(table, None, np.zeros(len(table), np.float32), np.zeros(3))
+
+
+def layout_difference(ours: Any, theirs: Any) -> str:
+    """'' when two PointCloud2 messages have the same layout and payload (height, width,
+    fields, point_step, row_step, is_bigendian and the data bytes), else what differs.
+    is_dense is not compared: sensor_msgs_py's create_cloud always sets it false."""
+    differences = [f'{name} {getattr(ours, name)!r} vs {getattr(theirs, name)!r}'
+                   for name in ('height', 'width', 'point_step', 'row_step', 'is_bigendian')
+                   if getattr(ours, name) != getattr(theirs, name)]
+    fields = [[(f.name, f.offset, f.datatype, f.count) for f in m.fields] for m in (ours,
+                                                                                    theirs)]
+    if fields[0] != fields[1]:
+        differences.append(f'fields {fields[0]} vs {fields[1]}')
+    if bytes(ours.data) != bytes(theirs.data):
+        differences.append('the data bytes')
+    return '; '.join(differences)
+
+
 # --- sampling and checks --------------------------------------------------------------------
 
 
@@ -623,4 +646,5 @@ def _emit(table: np.ndarray, keep: np.ndarray | None, range_m: np.ndarray,
 __all__ = ['CLOUD_FIELDS', 'DEPTH_ENCODINGS', 'DEPTH_MM_PER_M', 'FLOAT32', 'FLOAT64', 'INT8',
            'INT16', 'INT32', 'POINT_STEP', 'UINT8', 'UINT16', 'UINT32', 'CloudError',
            'CloudField', 'CloudLayout', 'CostCloud', 'CostCloudBuilder', 'SampleGrid',
-           'cloud_array', 'cloud_dtype', 'cloud_fields', 'fill_cloud_message', 'sample_grid']
+           'cloud_array', 'cloud_dtype', 'cloud_fields', 'cloud_from_points', 'fill_cloud_message',
+           'layout_difference', 'sample_grid']
