@@ -131,6 +131,9 @@ RUNTIME_RULES: dict[str, Rule] = {
     'ament_index_python': Rule(NODES, False, 'ROS 2 package paths'),
     # TF extrinsics of patch_cost_node, only when camera_pose is not set (tf2_ros_py)
     'tf2_ros': Rule(NODES, True, 'TF lookups (optional: camera_pose replaces them)'),
+    # the cost node's start-up check of cost_cloud's layout (sensor_msgs_py, every ROS install)
+    'sensor_msgs_py': Rule(NODES, True, "reference PointCloud2 layout (optional: checked where "
+                           'installed)'),
     # inference libraries: only the backends, imported when a backend is constructed
     'torch': Rule(BACKENDS, True, 'PyTorch backend'),
     'onnxruntime': Rule(BACKENDS, True, 'ONNX Runtime backend'),

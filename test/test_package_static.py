@@ -40,6 +40,8 @@ REQUIRED_EXEC_DEPENDS = {
     'rcl_interfaces', 'launch', 'launch_ros', 'python3-numpy', 'python3-opencv',
     # patch_cost_node (self-supervision): its messages, TF extrinsics, scipy for the core
     'nav_msgs', 'geometry_msgs', 'visualization_msgs', 'tf2_ros_py', 'python3-scipy',
+    # the cost node's world outputs: cost_cloud's reference layout
+    'sensor_msgs_py',
     # a rosdep pip key: .onnx models on any robot (README, Install on a robot)
     'python3-onnxruntime-pip',
 }
