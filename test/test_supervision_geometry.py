@@ -20,6 +20,7 @@ from contrast_semask_ros.supervision.geometry import (
     GeometryError,
     camera_pose_to_optical,
     clip_polygon,
+    fill_convex,
     fill_polygon,
     footprint_polygon,
     intersect_ground,
@@ -403,6 +404,26 @@ def test_footprint_matches_ray_casting_at_random_poses(name):
         checked += 1
         assert iou(mask, oracle) > 0.98, (x, y, yaw)
     assert checked >= 4
+
+
+def test_fill_convex_is_fill_polygon_for_convex_polygons() -> None:
+    """The labeller's fast path gives exactly fill_polygon's mask for convex polygons: random
+    hulls, partly outside the mask, with vertices on pixel centres and horizontal edges."""
+    from contrast_semask_ros.supervision.labeller import convex_hull_xy
+
+    rng = np.random.default_rng(0)
+    shape = (34, 64)
+    for trial in range(300):
+        points = rng.uniform([-20, -10], [84, 44], size=(rng.integers(3, 12), 2))
+        if trial % 3 == 0:
+            points = np.round(points)  # vertices on pixel centres, horizontal edges
+        hull = convex_hull_xy(np.column_stack([points, np.zeros(len(points))]))[:, :2]
+        if len(hull) < 3:
+            continue
+        np.testing.assert_array_equal(fill_convex(hull, shape), fill_polygon(hull, shape),
+                                      err_msg=f'trial {trial}: {hull.tolist()}')
+    tiny = np.array([[5.2, 5.2], [5.4, 5.2], [5.3, 5.4]])  # covers no pixel centre
+    assert not fill_convex(tiny, shape).any() and not fill_polygon(tiny, shape).any()
 
 
 def test_fill_polygon_takes_exactly_the_pixel_centres_inside():

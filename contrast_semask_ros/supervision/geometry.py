@@ -495,25 +495,29 @@ def footprint_polygon(length: float, width: float, ground_offset: float = 0.0) -
 def clip_polygon(polygon: np.ndarray, planes: np.ndarray) -> np.ndarray:
     """Sutherland-Hodgman: the part of a planar polygon (M, 3) inside every half-space
     n . p + c >= 0 of `planes` (P, 4); (K, 3), K = 0 when nothing is left."""
-    if (polygon @ planes[:, :3].T + planes[:, 3] >= 0).all():  # M, P: wholly inside
+    sides = polygon @ planes[:, :3].T + planes[:, 3]  # M, P
+    outside = (sides < 0).any(axis=0)  # P: the planes that cut something off
+    if not outside.any():  # wholly inside
         return polygon
-    for plane in planes:
-        if len(polygon) == 0:
-            break
-        side = polygon @ plane[:3] + plane[3]  # M
-        inside = side >= 0
-        if inside.all():
-            continue
+    # plain floats: a footprint has a dozen corners, and numpy per corner costs 10x more
+    vertices = polygon.tolist()
+    for plane in planes[outside].tolist():
+        a, b, c, d = plane
+        side = [a * x + b * y + c * z + d for x, y, z in vertices]
         out = []
-        for i in range(len(polygon)):
-            j = (i + 1) % len(polygon)
-            if inside[i]:
-                out.append(polygon[i])
-            if inside[i] != inside[j]:
-                t = side[i] / (side[i] - side[j])
-                out.append(polygon[i] + t * (polygon[j] - polygon[i]))
-        polygon = np.array(out).reshape(-1, 3)
-    return polygon
+        for i, (p, s) in enumerate(zip(vertices, side, strict=True)):
+            j = i + 1 if i + 1 < len(vertices) else 0
+            q, sq = vertices[j], side[j]
+            if s >= 0:
+                out.append(p)
+            if (s >= 0) != (sq >= 0):
+                t = s / (s - sq)
+                out.append([p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]),
+                            p[2] + t * (q[2] - p[2])])
+        vertices = out
+        if not vertices:
+            break
+    return np.array(vertices, dtype=np.float64).reshape(-1, 3)
 
 
 def rasterise_footprint(corners_base: Any, T_optical_base: Any, camera: CameraModel,
@@ -556,10 +560,43 @@ def rasterise_checked(corners: np.ndarray, T_optical_base: np.ndarray, camera: C
         dense = polygon
     else:
         t = np.arange(64)[:, None, None] / 64  # pieces, 1, 1
-        edges = polygon + t * (np.roll(polygon, -1, axis=0) - polygon)  # pieces, K, 3
+        edges = polygon + t * (np.concatenate((polygon[1:], polygon[:1])) - polygon)  # pieces,K,3
         dense = edges.transpose(1, 0, 2).reshape(-1, 3)  # K * pieces, 3 around the polygon
     pixels = (camera._distort(dense) + 0.5) / scale - 0.5  # K * pieces, 2 mask pixels
+    if camera._undistorted:  # a convex polygon in view projects to a convex polygon
+        return fill_convex(pixels, shape)
     return fill_polygon(pixels, shape)
+
+
+def fill_convex(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """fill_polygon for a convex polygon (M, 2) finite (u, v), M >= 3: the same mask, faster.
+    Each pixel row then crosses the boundary at most twice, so the span is from the smallest
+    to the largest crossing of the row's centre (with fill_polygon's half-open rule), found
+    for every row and edge at once."""
+    h, w = shape
+    mask = np.zeros((h, w), bool)
+    start, end = pixels, np.concatenate((pixels[1:], pixels[:1]))  # M, 2: edge start -> end
+    y_lo, y_hi = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
+    r0 = min(max(math.ceil(float(y_lo.min())), 0), h)  # rows with y_lo <= i < y_hi of any edge
+    r1 = min(max(math.ceil(float(y_hi.max())), 0), h)
+    if r1 <= r0:
+        return mask
+    rows = np.arange(r0, r1, dtype=np.float64)[:, None]  # R, 1: row centres
+    crossing = (y_lo <= rows) & (rows < y_hi)  # R, M
+    with np.errstate(divide='ignore', invalid='ignore'):  # horizontal edges never cross
+        # fill_polygon's expression, in its order: the same floats, so the same pixels
+        x = start[:, 0] + (rows - start[:, 1]) * (end[:, 0] - start[:, 0]) / (
+            end[:, 1] - start[:, 1])  # R, M
+    left = np.where(crossing, x, np.inf).min(axis=1)  # R
+    right = np.where(crossing, x, -np.inf).max(axis=1)
+    left = np.clip(np.ceil(left), 0, w)  # centres with x_a <= j < x_b; inf: no crossing
+    right = np.clip(np.ceil(right), 0, w)
+    c0, c1 = int(left.min()), int(right.max())  # the bounding box: work there only
+    if c1 <= c0:
+        return mask
+    cols = np.arange(c0, c1, dtype=np.float64)
+    mask[r0:r1, c0:c1] = (cols >= left[:, None]) & (cols < right[:, None])  # R, C
+    return mask
 
 
 def fill_polygon(pixels: Any, shape: tuple[int, int]) -> np.ndarray:
@@ -577,7 +614,7 @@ def fill_polygon(pixels: Any, shape: tuple[int, int]) -> np.ndarray:
     mask = np.zeros((h, w), bool)
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < 3 or not np.isfinite(pts).all():
         raise GeometryError(f'a polygon is (M, 2) finite pixels with M >= 3, got {pts.shape}')
-    start, end = pts, np.roll(pts, -1, axis=0)  # M, 2 each: edge i runs start[i] -> end[i]
+    start, end = pts, np.concatenate((pts[1:], pts[:1]))  # M, 2 each: edge i start -> end
     y_lo, y_hi = np.minimum(start[:, 1], end[:, 1]), np.maximum(start[:, 1], end[:, 1])
     first = np.clip(np.ceil(y_lo), 0, h).astype(np.int64)  # rows i with y_lo <= i < y_hi
     stop = np.clip(np.ceil(y_hi), 0, h).astype(np.int64)
@@ -609,7 +646,8 @@ def fill_polygon(pixels: Any, shape: tuple[int, int]) -> np.ndarray:
 __all__ = ['CAMERA_INFO_FIELDS', 'DISTORTION_LENGTHS', 'EQUIDISTANT', 'MAX_VIEW_ANGLE',
            'MIN_DEPTH', 'OPTICAL_FROM_BODY', 'PLUMB_BOB', 'RATIONAL_POLYNOMIAL', 'T_BODY_OPTICAL',
            'CameraModel', 'GeometryError', 'GroundHits', 'Projection', 'camera_pose_to_optical',
-           'check_pose', 'clip_polygon', 'fill_polygon', 'footprint_polygon', 'intersect_ground',
+           'check_pose', 'clip_polygon', 'fill_convex', 'fill_polygon', 'footprint_polygon',
+           'intersect_ground',
            'invert', 'pose_from_xyz_quat', 'pose_from_xyz_rpy', 'rasterise_checked',
            'rasterise_footprint',
            'transform_points']

@@ -149,22 +149,40 @@ def _hann(n: int) -> np.ndarray:
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
 
 
+@functools.lru_cache(maxsize=16)
+def _welch_plan(size: int, nperseg: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """What welch_density needs for a signal of `size` samples that does not depend on it:
+    the segments' sample indices (count, nperseg), the window, and sum(window ** 2)."""
+    window = _hann(nperseg)
+    step = nperseg - nperseg // 2
+    count = (size - nperseg // 2) // step  # whole segments only, as scipy (no padding)
+    index = step * np.arange(count)[:, None] + np.arange(nperseg)  # count, nperseg
+    return index, window, float(np.sum(window ** 2))
+
+
 def welch_density(x: np.ndarray, fs: float, nperseg: int) -> tuple[np.ndarray, np.ndarray]:
     """Welch's one-sided power spectral density of x (N,): Hann segments of nperseg samples,
     50 % overlap, each segment's mean removed, periodograms averaged; (freqs (K,), psd (K,)).
     The same numbers as scipy.signal.welch(x, fs, 'hann', nperseg, nperseg // 2,
     detrend='constant', scaling='density') (test_supervision_traversal checks), in plain numpy:
     scipy's call costs ten times the arithmetic on a 1 s window, and this runs per label."""
-    window = _hann(nperseg)
-    step = nperseg - nperseg // 2
-    count = (x.size - nperseg // 2) // step  # whole segments only, as scipy (no padding)
-    starts = step * np.arange(count)
-    segments = x[starts[:, None] + np.arange(nperseg)]  # count, nperseg
+    index, window, window_power = _welch_plan(x.size, nperseg)
+    segments = x[index]  # count, nperseg
     segments = (segments - segments.mean(axis=1, keepdims=True)) * window
-    power = np.abs(np.fft.rfft(segments, axis=1)) ** 2 / (fs * np.sum(window ** 2))
+    power = np.abs(np.fft.rfft(segments, axis=1)) ** 2 / (fs * window_power)
     psd = power.mean(axis=0)  # K
     psd[1:-1 if nperseg % 2 == 0 else None] *= 2.0  # one-sided: all but DC (and Nyquist)
     return np.fft.rfftfreq(nperseg, 1.0 / fs), psd
+
+
+def _median(values: np.ndarray) -> float:
+    """np.median of a non-empty 1-D array without NaN, by partition (5x cheaper per call)."""
+    n = values.size
+    k = n // 2
+    if n % 2:
+        return float(np.partition(values, k)[k])
+    part = np.partition(values, (k - 1, k))
+    return (float(part[k - 1]) + float(part[k])) / 2.0
 
 
 def _resample(t_rel: np.ndarray, signal: np.ndarray, dt_ns: float, n_grid: int) -> np.ndarray:
@@ -375,7 +393,7 @@ class ImuTraversalCost:
         n_in = end - start  # samples in (t_end - window, t_end]
         if n_in < self.min_samples:
             return self._invalid(TOO_FEW_SAMPLES, n_in, math.nan)
-        dt_ns = float(np.median(np.diff(stamps[start:end])))
+        dt_ns = _median(np.diff(stamps[start:end]))
         rate_hz = 1e9 / dt_ns
         max_gap_ns = self.max_gap_periods * dt_ns
         if stamp_ns - t_end > max_gap_ns:
