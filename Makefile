@@ -86,8 +86,9 @@ demo: setup ## set up, train a micro model, export, replay a simulated drive wit
 		--supervision imu --supervision-params $(DEMO)/imu_calibration.yaml --truth-costs \
 		--ground-truth-topic /ground_truth/cost --footprint-truth-topic /ground_truth/patch_cost \
 		--hold-out-every 5 --out $(DEMO)/replay_truth_costs
-	@echo "demo done: report $(DEMO)/replay/report.json (its supervision section), plots and \
-	contact_sheet.png beside it; $(DEMO)/replay_truth_costs: the same labels with true costs"
+	@echo "demo done: report $(DEMO)/replay/report.json (its supervision and bev sections), \
+	plots, contact_sheet.png and bev.png (the cost grid) beside it; \
+	$(DEMO)/replay_truth_costs: the same labels with true costs"
 
 clean: ## remove .venv, build outputs and caches
 	rm -rf $(VENV) $(KILTED_VENV) build dist *.egg-info .pytest_cache .ruff_cache
