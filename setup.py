@@ -13,7 +13,7 @@ data_files = [
     ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
     ('share/' + package_name, ['package.xml']),
     ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
-    ('share/' + package_name + '/config', glob('config/*.yaml')),
+    ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.rviz')),
     ('share/' + package_name + '/config/train', glob('config/train/*.yaml')),
 ]
 data_files = [(target, sorted(files)) for target, files in data_files if files]

@@ -6,7 +6,8 @@ velocity or both also start patch_cost_node (self-supervision, signal = that val
 the cost node: it publishes the cost node's patch_cost topic and labels the frames the cost node
 announces on `keyframes` (both relative to the same namespace); the cost node then keeps a
 keyframe every 0.2 m and 60 frames (COST_MAP_OVERRIDES; patch_cost.yaml keeps max_keyframes 56
-and max_age_s 9.0 below those and buffer_age_s)."""
+and max_age_s 9.0 below those and buffer_age_s). rviz:=true also starts rviz2 with
+config/cost_map.rviz."""
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
@@ -64,6 +65,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument('cmd_vel', default_value='/cmd_vel',
                               description='supervision velocity or both: geometry_msgs/Twist '
                               '(TwistStamped with cmd_vel_stamped: true)'),
+        DeclareLaunchArgument('rviz', default_value='false', choices=['true', 'false'],
+                              description='true: also start rviz2 (needs rviz2) with '
+                              'config/cost_map.rviz: cost_grid, cost_cloud, footprints and '
+                              'cost_overlay in odom (topics for namespace "")'),
         Node(  # supervision:=none: the cost map node as it always was
             package='contrast_semask_ros',
             executable='cost_map_node',
@@ -98,5 +103,13 @@ def generate_launch_description() -> LaunchDescription:
                         ('cmd_vel', LaunchConfiguration('cmd_vel'))],
             output='screen',
             condition=supervised,
+        ),
+        Node(  # rviz:=true: a view of the outputs (not a dependency: robots run without it)
+            package='rviz2',
+            executable='rviz2',
+            name='rviz2',
+            arguments=['-d', PathJoinSubstitution([share, 'config', 'cost_map.rviz'])],
+            output='screen',
+            condition=IfCondition(LaunchConfiguration('rviz')),
         ),
     ])

@@ -69,7 +69,8 @@ def _assignments() -> dict[str, str]:
 def test_launch_file_declares_described_arguments_and_its_nodes() -> None:
     arguments, nodes = _launch_nodes()
     assert set(arguments) == {'image', 'patch_cost', 'model_path', 'params_file', 'namespace',
-                              'supervision', 'supervision_params_file', *SUPERVISION_TOPICS}
+                              'supervision', 'supervision_params_file', 'rviz',
+                              *SUPERVISION_TOPICS}
     assert 'default_value' not in arguments['model_path']  # required: no silent default model
     for name, topic in SUPERVISION_TOPICS.items():
         assert arguments[name]['default_value'].value == topic, name
@@ -77,8 +78,9 @@ def test_launch_file_declares_described_arguments_and_its_nodes() -> None:
     assert ast.literal_eval(arguments['supervision']['choices']) == ['none', 'imu', 'velocity',
                                                                      'both']
     assert [n['executable'].value for n in nodes] == ['cost_map_node', 'cost_map_node',
-                                                      'patch_cost_node']
-    for node in nodes:
+                                                      'patch_cost_node', 'rviz2']
+    assert arguments['rviz']['default_value'].value == 'false'  # robots run without it
+    for node in nodes[:3]:
         assert node['package'].value == 'contrast_semask_ros'
         assert ast.unparse(node['namespace']) == "LaunchConfiguration('namespace')"
     # the default params files are the installed config/cost_map.yaml and patch_cost.yaml
@@ -90,7 +92,7 @@ def test_launch_file_declares_described_arguments_and_its_nodes() -> None:
 
 def test_without_supervision_only_the_unchanged_cost_node_starts() -> None:
     local = _assignments()
-    _, (plain, supervised, patch) = _launch_nodes()
+    _, (plain, supervised, patch, _) = _launch_nodes()
     # none: the cost node of before (same params; camera_info remapped for cost_grid/cloud)
     assert local[plain['condition'].id] == (
         """IfCondition(PythonExpression(["'", supervision, "' == 'none'"]))""")
@@ -110,7 +112,7 @@ def test_without_supervision_only_the_unchanged_cost_node_starts() -> None:
 
 
 def test_supervision_wires_patch_cost_node_to_the_cost_node() -> None:
-    _, (_, supervised, patch) = _launch_nodes()
+    _, (_, supervised, patch, _) = _launch_nodes()
     assert patch['name'].value == 'patch_cost'
     remapped = _remapped(patch)
     # its masks go where the cost node reads them; the sensors from the launch arguments
@@ -173,3 +175,47 @@ def test_patch_cost_params_file_holds_every_parameter_with_the_node_defaults() -
         assert type(value) is type(TABLE.by_name[name].default), name  # ROS types are strict
         assert value == TABLE.by_name[name].default, f'{name}: YAML and node defaults differ'
     assert TABLE.read_params_file(PATCH_PARAMS) == values
+
+
+def _published_topics(*modules: str) -> set[str]:
+    """The topic names the nodes' create_publisher calls use (string constants)."""
+    topics = set()
+    for module in modules:
+        tree = ast.parse((REPO / 'contrast_semask_ros' / module).read_text())
+        topics |= {call.args[1].value for call in _calls(tree, 'create_publisher')
+                   if len(call.args) > 1 and isinstance(call.args[1], ast.Constant)}
+    return topics
+
+
+def test_rviz_view_shows_the_nodes_outputs_in_odom() -> None:
+    """config/cost_map.rviz (rviz:=true): every display's topic is an output of the cost node
+    or of patch_cost_node (namespace ''), the grid subscribed transient local as the node
+    publishes it, the cloud coloured by its cost field, the fixed frame the default
+    grid_frame; and the launch file starts rviz2 with that file only when rviz:=true."""
+    from contrast_semask_ros import params
+    from contrast_semask_ros.render import OUTPUTS
+    from contrast_semask_ros.world.cloud import CLOUD_FIELDS
+
+    view = yaml.safe_load((REPO / 'config' / 'cost_map.rviz').read_text())
+    manager = view['Visualization Manager']
+    assert manager['Global Options']['Fixed Frame'] == params.DEFAULTS['grid_frame'] == 'odom'
+    displays = {d['Name']: d for d in manager['Displays']}
+    topics = {name: d['Topic']['Value'] for name, d in displays.items() if 'Topic' in d}
+    assert topics == {'cost_grid': '/cost_grid', 'cost_cloud': '/cost_cloud',
+                      'footprints': '/footprints', 'cost_overlay': '/cost_overlay'}
+    published = _published_topics('world_node.py', 'patch_cost_node.py') | set(OUTPUTS)
+    assert {t.lstrip('/') for t in topics.values()} <= published
+    classes = {name: d['Class'] for name, d in displays.items()}
+    assert classes['cost_grid'] == 'rviz_default_plugins/Map'
+    assert classes['cost_cloud'] == 'rviz_default_plugins/PointCloud2'
+    assert displays['cost_grid']['Topic']['Durability Policy'] == 'Transient Local'
+    assert displays['cost_grid']['Color Scheme'] == 'costmap'
+    cloud = displays['cost_cloud']
+    assert cloud['Channel Name'] in {f.name for f in CLOUD_FIELDS}
+    assert (cloud['Min Intensity'], cloud['Max Intensity']) == (0, params.DEFAULTS[
+        'grid_max_cost'])
+    _, nodes = _launch_nodes()
+    rviz = nodes[-1]
+    assert rviz['package'].value == 'rviz2'
+    assert ast.unparse(rviz['condition']) == "IfCondition(LaunchConfiguration('rviz'))"
+    assert "'config', 'cost_map.rviz'" in ast.unparse(rviz['arguments'])

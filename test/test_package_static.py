@@ -234,7 +234,8 @@ def test_wheel_contents(wheel, package):
     assert f'{data}/ament_index/resource_index/packages/{PACKAGE}' in names
     assert f'{data}/{PACKAGE}/package.xml' in names
     # Launch files and configs, when there are any, are installed into the share directory.
-    for pattern in ('launch/*.launch.py', 'config/*.yaml', 'config/train/*.yaml'):
+    for pattern in ('launch/*.launch.py', 'config/*.yaml', 'config/*.rviz',
+                    'config/train/*.yaml'):
         for path in source.glob(pattern):
             relative = path.relative_to(source).as_posix()
             assert f'{data}/{PACKAGE}/{relative}' in names, f'{relative} is not installed'
@@ -287,7 +288,8 @@ def test_wheel_data_files_are_the_colcon_install_layout(wheel, package):
     }
     assert expected <= installed, expected - installed
     # and every launch file and config of the checkout, nothing else
-    for pattern in ('launch/*.launch.py', 'config/*.yaml', 'config/train/*.yaml'):
+    for pattern in ('launch/*.launch.py', 'config/*.yaml', 'config/*.rviz',
+                    'config/train/*.yaml'):
         expected |= {f'share/{PACKAGE}/{p.relative_to(source).as_posix()}'
                      for p in source.glob(pattern)}
     assert installed == expected, installed ^ expected
