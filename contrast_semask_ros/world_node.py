@@ -144,9 +144,13 @@ def sensor_msgs_py_check() -> tuple[Any, str]:
                       "package's tests check against it")
     cloud = cloud_from_points(LAYOUT_POINTS)
     ours = fill_cloud_message(PointCloud2(), cloud, PointField, Header(frame_id='check'))
-    theirs = point_cloud2.create_cloud(Header(frame_id='check'), ours.fields,
-                                       [tuple(p) for p in cloud.points.tolist()])
-    difference = layout_difference(ours, theirs)
+    try:
+        theirs = point_cloud2.create_cloud(Header(frame_id='check'), ours.fields,
+                                           [tuple(p) for p in cloud.points.tolist()])
+        difference = layout_difference(ours, theirs)
+    except Exception as err:  # another sensor_msgs_py version: the node must still start
+        return None, (f'the check against sensor_msgs_py failed ({one_line(err)}): keeping '
+                      "the layout this package's tests check")
     if difference:
         return point_cloud2.create_cloud, difference
     return None, 'byte-identical to sensor_msgs_py.point_cloud2.create_cloud'

@@ -276,14 +276,18 @@ def _fake_sensor_msgs_py(point_step: int) -> dict[str, ModuleType]:
     return {'sensor_msgs_py': package, 'sensor_msgs_py.point_cloud2': module}
 
 
-@pytest.mark.parametrize('case', ['identical', 'different', 'not_installed'])
+@pytest.mark.parametrize('case', ['identical', 'different', 'not_installed', 'failing'])
 def test_cloud_layout_is_checked_against_sensor_msgs_py_at_start(
         monkeypatch: pytest.MonkeyPatch, case: str) -> None:
     """At start the node builds a small cloud its own way and with sensor_msgs_py's
     create_cloud: byte-identical, it keeps its own (reused message, no copy); different, it
-    says so once and publishes through create_cloud; without sensor_msgs_py it says so."""
+    says so once and publishes through create_cloud; without sensor_msgs_py, or when the
+    check itself fails, it says so and keeps its own."""
+    failing = _fake_sensor_msgs_py(20)
+    failing['sensor_msgs_py.point_cloud2'].create_cloud = lambda *args: 1 / 0
     modules = {'identical': _fake_sensor_msgs_py(20), 'different': _fake_sensor_msgs_py(24),
-               'not_installed': {'sensor_msgs_py': None, 'sensor_msgs_py.point_cloud2': None}}
+               'not_installed': {'sensor_msgs_py': None, 'sensor_msgs_py.point_cloud2': None},
+               'failing': failing}
     for name, module in modules[case].items():
         monkeypatch.setitem(sys.modules, name, module)
     node, world = _world(cloud_stride=8)
@@ -299,7 +303,8 @@ def test_cloud_layout_is_checked_against_sensor_msgs_py_at_start(
         assert points.dtype.itemsize == 24  # made by create_cloud
     else:
         assert not node.errors and points.dtype.itemsize == 20  # the node's own
-        assert ('byte-identical' if case == 'identical' else 'cannot be imported') in layout[0]
+        assert {'identical': 'byte-identical', 'not_installed': 'cannot be imported',
+                'failing': 'the check against sensor_msgs_py failed'}[case] in layout[0]
 
 
 def test_the_grid_is_published_on_a_schedule_of_sensor_time() -> None:
