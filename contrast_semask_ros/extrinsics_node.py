@@ -21,24 +21,37 @@ from contrast_semask_ros.params import ConfigError
 from contrast_semask_ros.supervision import ros_io
 
 
-class TfExtrinsics:
-    """T_base_optical from TF: a tf2_ros Buffer and TransformListener on `node`. ConfigError
-    (saying what to do instead) when tf2_ros cannot be imported. `warn(text)` gets each failed
-    lookup (the caller throttles)."""
+class _TfListener:
+    """A tf2_ros Buffer and TransformListener on `node`; ConfigError(`missing` + why) when
+    tf2_ros cannot be imported. The import is here: only the TF paths need tf2_ros."""
 
-    def __init__(self, node: Any, base_frame: str, warn: Callable[[str], None]) -> None:
+    def __init__(self, node: Any, missing: str) -> None:
         try:
             import tf2_ros
         except ImportError as err:
-            raise ConfigError(
-                f'camera_pose is not set and tf2_ros cannot be imported ({err}): set camera_pose '
-                '(x, y, z, roll, pitch, yaw of the camera body frame in the base frame, e.g. '
-                '-p camera_pose:=[0.3,0.0,1.0,0.0,0.35,0.0]) or install tf2_ros '
-                '(ros-$ROS_DISTRO-tf2-ros-py) to read the extrinsics from TF') from None
-        self.base_frame, self.warn = base_frame, warn
+            raise ConfigError(missing.format(err=err)) from None
         self.exception = tf2_ros.TransformException
         self.buffer = tf2_ros.Buffer()
         self.listener = tf2_ros.TransformListener(self.buffer, node)
+
+    def close(self) -> None:
+        """Stop listening to /tf and /tf_static (tf2_ros's unregister, where it has one)."""
+        unregister = getattr(self.listener, 'unregister', None)
+        if unregister is not None:
+            unregister()
+
+
+class TfExtrinsics(_TfListener):
+    """T_base_optical from TF. ConfigError (saying what to do instead) when tf2_ros cannot be
+    imported. `warn(text)` gets each failed lookup (the caller throttles)."""
+
+    def __init__(self, node: Any, base_frame: str, warn: Callable[[str], None]) -> None:
+        super().__init__(node, 'camera_pose is not set and tf2_ros cannot be imported ({err}): '
+                         'set camera_pose (x, y, z, roll, pitch, yaw of the camera body frame '
+                         'in the base frame, e.g. -p camera_pose:=[0.3,0.0,1.0,0.0,0.35,0.0]) '
+                         'or install tf2_ros (ros-$ROS_DISTRO-tf2-ros-py) to read the '
+                         'extrinsics from TF')
+        self.base_frame, self.warn = base_frame, warn
 
     def lookup(self, camera_frame: str) -> np.ndarray | None:
         """The camera optical frame's pose in the base frame, None (warned) until TF has it."""
@@ -52,30 +65,17 @@ class TfExtrinsics:
             return None
         return ros_io.transform_to_pose(transform)
 
-    def close(self) -> None:
-        """Stop listening to /tf and /tf_static (tf2_ros's unregister, where it has one)."""
-        unregister = getattr(self.listener, 'unregister', None)
-        if unregister is not None:
-            unregister()
 
-
-class TfPoses:
+class TfPoses(_TfListener):
     """The robot's pose at a stamp from TF, grid_frame <- base_frame (REP 105: odom ->
-    base_link, from the robot's state estimator): a tf2_ros Buffer and TransformListener on
-    `node`, kept for as long as the node runs. ConfigError when tf2_ros cannot be imported."""
+    base_link, from the robot's state estimator), listening for as long as the node runs.
+    ConfigError when tf2_ros cannot be imported."""
 
     def __init__(self, node: Any, grid_frame: str, base_frame: str, wait_s: float) -> None:
-        try:
-            import tf2_ros
-        except ImportError as err:
-            raise ConfigError(
-                f'grid_pose_source is tf but tf2_ros cannot be imported ({err}): install '
-                'tf2_ros (ros-$ROS_DISTRO-tf2-ros-py) or set grid_pose_source:=odom to take the '
-                'pose from the odom topic') from None
+        super().__init__(node, 'grid_pose_source is tf but tf2_ros cannot be imported ({err}): '
+                         'install tf2_ros (ros-$ROS_DISTRO-tf2-ros-py) or set '
+                         'grid_pose_source:=odom to take the pose from the odom topic')
         self.grid_frame, self.base_frame, self.wait_s = grid_frame, base_frame, wait_s
-        self.exception = tf2_ros.TransformException
-        self.buffer = tf2_ros.Buffer()
-        self.listener = tf2_ros.TransformListener(self.buffer, node)
 
     def lookup(self, stamp_ns: int) -> tuple[np.ndarray | None, str]:
         """(T_grid_base (4, 4) at stamp_ns, '') once TF has it, waiting up to wait_s for it to
@@ -91,11 +91,6 @@ class TfPoses:
             return None, (f'no TF {self.grid_frame} -> {self.base_frame} at the frame stamp '
                           f'({one_line(err)})')
         return ros_io.transform_to_pose(transform), ''
-
-    def close(self) -> None:
-        unregister = getattr(self.listener, 'unregister', None)
-        if unregister is not None:
-            unregister()
 
 
 __all__ = ['TfExtrinsics', 'TfPoses']
