@@ -908,6 +908,20 @@ NEAR_FIELD_M = 3.0  # ground this close to the camera: where the test model tell
 LAST_S = 4.0  # the end of the drive the MAE is judged on
 
 
+def ring_drive(seconds: float, camera: tuple[int, int], horizon_s: float
+               ) -> tuple[Any, list[Any]]:
+    """A drive_sim drive over RingTerrain at 10 Hz for `seconds`, camera (height, width), and
+    its frames rendered beforehand (a player publishes them in real time)."""
+    from contrast_semask_train.data import drive_sim
+
+    height, width = camera
+    count = int(round(seconds * 10))
+    drive = drive_sim.SimDrive(drive_sim.SimDriveSpec(
+        frames=count, height=height, width=width, fps=10.0, seed=0, horizon_s=horizon_s),
+        RingTerrain())
+    return drive, [drive.render(i) for i in range(count)]
+
+
 class RingTerrain:
     """A drive_sim terrain (`classes_at`) of two ground classes in rings around the start:
     smooth trail (cost 0) for r < ring_m, low vegetation (cost 0.8) for ring_m <= r < 2 ring_m,
@@ -1213,12 +1227,7 @@ def scenario_supervised_pair(args: argparse.Namespace) -> dict[str, Any]:
                             'bank_size': spec.bank_size}
         probe = PairProbe((spec.height // 4, spec.width // 4),
                           min_patch_pixels=int(params.DEFAULTS['min_patch_pixels']))
-        height, width = PAIR_CAMERA
-        frame_count = int(round(args.seconds * 10))
-        drive = drive_sim.SimDrive(drive_sim.SimDriveSpec(
-            frames=frame_count, height=height, width=width, fps=10.0, seed=0, horizon_s=1.0),
-            RingTerrain())
-        frames = [drive.render(i) for i in range(frame_count)]
+        drive, frames = ring_drive(args.seconds, PAIR_CAMERA, horizon_s=1.0)
         near = [drive_sim.ground_hits(drive.camera, f.T_odom_optical).range <= NEAR_FIELD_M
                 for f in frames]
         player = SimDrivePlayer(probe, drive, frames)
@@ -1525,12 +1534,8 @@ def scenario_world(args: argparse.Namespace) -> dict[str, Any]:
                              '-p', 'diagnostics_period_s:=0.2'])
     probe = WorldProbe()
     try:
-        height, width = WORLD_CAMERA
-        count = int(round(args.seconds * 10))
-        drive = drive_sim.SimDrive(drive_sim.SimDriveSpec(
-            frames=count, height=height, width=width, fps=10.0, seed=0, horizon_s=3.0),
-            RingTerrain())
-        frames = [drive.render(i) for i in range(count)]
+        drive, frames = ring_drive(args.seconds, WORLD_CAMERA, horizon_s=3.0)
+        count = len(frames)
         player = SimDrivePlayer(probe, drive, frames)
         del player.pubs['imu']
         player.wait_for_subscribers({'odom': 1, 'camera_info': 1, 'image': 1})
@@ -1593,25 +1598,23 @@ def scenario_world(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         stop_node(proc, result['no_extrinsics'])
     try:
-        result['depth'] = _world_depth(args, probe, drive, frames, pose)
+        result['depth'] = _world_depth(args, probe, player, pose)
     finally:
         probe.destroy_node()
     result['wall_s'] = time.monotonic() - began
     return result
 
 
-def _world_depth(args: argparse.Namespace, probe: WorldProbe, drive: Any, frames: list[Any],
+def _world_depth(args: argparse.Namespace, probe: WorldProbe, player: SimDrivePlayer,
                  pose: str) -> dict[str, Any]:
-    """A node with use_depth (cloud in the optical frame, stride 8) fed the same drive for
-    WORLD_DEPTH_S with aligned depth images of a wall (_depth_plane): its clouds must follow
-    the depth, not the ground plane."""
+    """A node with use_depth (cloud in the optical frame, stride 8) fed the same drive by the
+    same player for WORLD_DEPTH_S with aligned depth images of a wall (_depth_plane): its
+    clouds must follow the depth, not the ground plane."""
     out: dict[str, Any] = {}
     began = time.monotonic()
     proc = start_node(args, ['-p', f'camera_pose:={pose}', '-p', 'use_depth:=true',
                              '-p', 'cloud_stride:=8', '-p', 'diagnostics_period_s:=0.2'])
     try:
-        player = SimDrivePlayer(probe, drive, frames)
-        del player.pubs['imu']
         player.wait_for_subscribers({'odom': 1, 'camera_info': 1, 'image': 1})
         end = time.monotonic() + 20
         while time.monotonic() < end and not (
@@ -1621,9 +1624,9 @@ def _world_depth(args: argparse.Namespace, probe: WorldProbe, drive: Any, frames
         probe.spin_for(0.5)  # the node's side of the matching (cost_cloud: subscriber count)
         probe.costs.clear()
         first = len(probe.clouds)
-        _play_world(probe, player, drive, WORLD_DEPTH_S, {}, depth=True)
+        _play_world(probe, player, player.drive, WORLD_DEPTH_S, {}, depth=True)
         probe.spin_for(0.5)
-        camera = drive.camera
+        camera = player.drive.camera
         out['clouds'] = [_depth_cloud_summary(m, camera, probe.costs, player.start_ns)
                          for m in probe.clouds[first:]]
         out['diagnostics'] = probe.counters()

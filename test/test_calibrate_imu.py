@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from bag_messages import write_sim_drive
 
 from contrast_semask_ros.calibrate_imu import main
 from contrast_semask_ros.supervision.params import TABLE
@@ -16,12 +17,7 @@ from contrast_semask_ros.supervision.params import TABLE
 @pytest.fixture(scope='module')
 def drive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip('rosbags', reason='reads bags with rosbags')
-    from contrast_semask_train.data.cli import main as data_main
-
-    bag = tmp_path_factory.mktemp('calib') / 'drive'
-    assert data_main(['drive-bag', str(bag), '--frames', '150', '--size', '24x40', '--seed',
-                      '3', '--no-progress']) == 0
-    return bag
+    return write_sim_drive(tmp_path_factory.mktemp('calib'), 150, '24x40', seed=3)
 
 
 def test_percentiles_and_the_parameter_file(drive: Path, tmp_path: Path) -> None:

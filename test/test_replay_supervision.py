@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bag_messages import write_sim_drive
 from conftest import TextureModel
 
 from contrast_semask_ros.replay import main as replay_main
@@ -63,12 +64,7 @@ SUPERVISED = ['--image-topic', '/camera/image_raw', '--ground-truth-topic', '/gr
 @pytest.fixture(scope='module')
 def sim_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip('rosbags', reason='replay reads bags with rosbags')
-    from contrast_semask_train.data.cli import main as data_main
-
-    bag = tmp_path_factory.mktemp('sim') / 'drive'
-    assert data_main(['drive-bag', str(bag), '--frames', '60', '--size', '96x160', '--seed',
-                      '3', '--no-progress']) == 0
-    return bag
+    return write_sim_drive(tmp_path_factory.mktemp('sim'), 60, '96x160', seed=3)
 
 
 def _replay(bag: Path, model: TextureModel, out: Path, *extra: str) -> dict[str, Any]:

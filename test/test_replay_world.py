@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bag_messages import write_sim_drive
 from conftest import TextureModel
 
 from contrast_semask_ros import codec
@@ -227,12 +228,8 @@ BASE = ['--image-topic', '/camera/image_raw', '--ground-truth-topic', '/ground_t
 @pytest.fixture(scope='module')
 def sim_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip('rosbags', reason='replay reads bags with rosbags')
-    from contrast_semask_train.data.cli import main as data_main
-
-    bag = tmp_path_factory.mktemp('sim') / 'drive'
-    assert data_main(['drive-bag', str(bag), '--frames', str(FRAMES), '--size',
-                      f'{SIZE[0]}x{SIZE[1]}', '--seed', str(SEED), '--no-progress']) == 0
-    return bag
+    return write_sim_drive(tmp_path_factory.mktemp('sim'), FRAMES, f'{SIZE[0]}x{SIZE[1]}',
+                           seed=SEED)
 
 
 def _replay(bag: Path, model: TextureModel, out: Path, *extra: str) -> dict[str, Any]:
